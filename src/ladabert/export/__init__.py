@@ -1,0 +1,1 @@
+"""ONNX export of students and teachers, graph rewrites, quantization and validation."""

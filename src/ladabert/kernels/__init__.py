@@ -1,0 +1,1 @@
+"""Triton kernels for sparse-factorized layers, each with a plain-PyTorch reference."""

