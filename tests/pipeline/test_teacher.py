@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ladabert.errors import LadaBertError
+from ladabert.pipeline.teacher import FinetuneConfig, checkpoint_dir_for, evaluate, finetune, finetune_preset
+
+
+def _config(model_dir, **kw) -> FinetuneConfig:
+    base = dict(
+        task="sst2",
+        model=str(model_dir),
+        max_length=32,
+        epochs=4,
+        batch_size=16,
+        learning_rate=2e-3,
+        warmup_ratio=0.1,
+        eval_steps=0,
+        save_steps=50,
+        logging_steps=10,
+    )
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_tiny_bert_learns_the_synthetic_task_and_reloads(tmp_path, tiny_bert_dir, synthetic_glue):
+    out = tmp_path / "teacher"
+    m = finetune(_config(tiny_bert_dir), out, data_dir=synthetic_glue)
+    assert m["value"] >= 0.9, m  # chance is 0.5
+    assert m["steps"] == 4 * 38  # 600 examples / batch 16 = 38 steps an epoch
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"task", "metric", "value", "steps", "wall_s", "device", "versions"} <= set(saved)
+    assert not checkpoint_dir_for(out).exists()  # checkpoints are cleaned up after success
+    # The saved directory reloads through from_pretrained and scores the same.
+    again = evaluate(out, "sst2", data_dir=synthetic_glue, max_length=32)
+    assert again["value"] == pytest.approx(m["value"], abs=1e-9)
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_bert_dir, synthetic_glue):
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 45:
+                raise _Kill()
+
+    out = tmp_path / "teacher"
+    cfg = _config(tiny_bert_dir, epochs=2, save_steps=20)
+    with pytest.raises(_Kill):
+        finetune(cfg, out, data_dir=synthetic_glue, callbacks=[KillAt()])
+    assert not out.exists()  # nothing half-written
+    assert not list(tmp_path.glob(".teacher.tmp-*"))
+    assert (checkpoint_dir_for(out) / "checkpoint-40").is_dir()
+    m = finetune(cfg, out, data_dir=synthetic_glue)
+    assert m["resumed_from"].endswith("checkpoint-40")
+    assert m["steps"] == 2 * 38
+
+
+def test_bad_models_and_outputs_give_clear_errors(tmp_path, tiny_bert_dir, synthetic_glue):
+    from transformers import GPT2Config
+
+    (tmp_path / "noconfig").mkdir()
+    with pytest.raises(
+        LadaBertError, match="has no config.json; pass a directory written by save_pretrained"
+    ):
+        finetune(_config(tmp_path / "noconfig"), tmp_path / "o1", data_dir=synthetic_glue)
+    GPT2Config(n_layer=1).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(LadaBertError, match="is a 'gpt2' model; ladabert works on BERT models"):
+        finetune(_config(tmp_path / "gpt2"), tmp_path / "o2", data_dir=synthetic_glue)
+    with pytest.raises(LadaBertError, match="--max-length 128 exceeds .* 64 position embeddings"):
+        finetune(_config(tiny_bert_dir, max_length=128), tmp_path / "o3", data_dir=synthetic_glue)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(LadaBertError, match="cannot write --out .*a-file/out"):
+        finetune(_config(tiny_bert_dir), blocker / "out", data_dir=synthetic_glue)
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(LadaBertError, match="already exists; pass --overwrite"):
+        finetune(_config(tiny_bert_dir), tmp_path / "exists", data_dir=synthetic_glue)
+    with pytest.raises(LadaBertError, match="model directory .*missing does not exist"):
+        finetune(_config(tmp_path / "missing"), tmp_path / "o4", data_dir=synthetic_glue)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "exists", "gpt2", "noconfig"]
+
+
+def test_config_validation_and_json_round_trip():
+    cfg = FinetuneConfig(task="mrpc", learning_rate=1e-4)
+    assert FinetuneConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        FinetuneConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        FinetuneConfig(batch_size=0)
+    with pytest.raises(ValueError, match=r"unknown FinetuneConfig field\(s\) \['lr'\]"):
+        FinetuneConfig.from_dict({"lr": 1})
+    with pytest.raises(LadaBertError, match="unknown task"):
+        FinetuneConfig(task="imdb")
+    assert finetune_preset("quick").max_train_samples == 4000
+    with pytest.raises(LadaBertError, match="unknown preset 'fast'"):
+        finetune_preset("fast")

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ladabert.cli import NOT_YET, main
+
+
+def test_help_is_instant_because_heavy_imports_are_lazy():
+    code = "import sys, ladabert.cli as c; c.build_parser(); print(sorted(m for m in ('torch','transformers','onnx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    res = subprocess.run([sys.executable, "-m", "ladabert.cli", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "finetune" in res.stdout and "predict" in res.stdout
+
+
+@pytest.mark.parametrize("command", sorted(NOT_YET))
+def test_commands_not_landed_say_so_and_exit_2(command, capsys):
+    assert main([command]) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["finetune", "--task", "imdb", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown task 'imdb'" in err and "Traceback" not in err
+    assert main(["finetune", "--task", "sst2", "--lr", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "learning_rate must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_finetune_then_eval_through_the_cli(tmp_path, tiny_bert_dir, synthetic_glue, capsys):
+    out = tmp_path / "t"
+    args = ["--data-dir", str(synthetic_glue), "--max-length", "32"]
+    rc = main(
+        [
+            "finetune",
+            "--model",
+            str(tiny_bert_dir),
+            "--out",
+            str(out),
+            "--max-steps",
+            "5",
+            "--batch-size",
+            "8",
+            "--eval-steps",
+            "0",
+            *args,
+        ]
+    )
+    assert rc == 0 and (out / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--max-eval-samples", "50", *args]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["eval_examples"] == 50 and 0.0 <= m["value"] <= 1.0
