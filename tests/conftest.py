@@ -97,3 +97,23 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, synthetic_glue) -> Path:
+    """A tiny BERT fine-tuned on the synthetic task through ladabert.finetune (accuracy ~1.0)."""
+    from ladabert.pipeline.teacher import FinetuneConfig, finetune
+
+    root = tmp_path_factory.mktemp("teacher")
+    base = make_tiny_bert(root / "base", hidden=48, intermediate=96)
+    cfg = FinetuneConfig(
+        model=str(base),
+        max_length=32,
+        epochs=4,
+        batch_size=16,
+        learning_rate=2e-3,
+        eval_steps=0,
+        save_steps=1000,
+    )
+    finetune(cfg, root / "teacher", data_dir=synthetic_glue)
+    return root / "teacher"

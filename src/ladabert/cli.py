@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 NOT_YET = {
-    "compress": "hybrid SVD + pruning compression with distillation (issue: LadaBERT compression)",
     "export": "ONNX export with graph rewrites (issue: ONNX export)",
     "bench": "latency benchmark against BERT-base (issue: latency benchmarks)",
     "predict": "prediction from an exported ONNX bundle (issue: ONNX export)",
@@ -49,6 +48,48 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
 
 
+def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=None,
+        help="target compression ratio (teacher params / "
+        "student non-zero params, embeddings included; default 5)",
+    )
+    p.add_argument("--method", default=None, help="hybrid (default) | svd | prune | distill-only")
+    p.add_argument(
+        "--pattern", default=None, help="pruning pattern: unstructured (default) | n:m | block | rank"
+    )
+    p.add_argument("--hybrid", type=float, default=None, help="share of the reduction from SVD (default 0.5)")
+    p.add_argument("--block-size", type=int, default=None, help="tile size of the block pattern (default 16)")
+    p.add_argument(
+        "--initial-ratio", type=float, default=None, help="ratio of the student at step 0 (default 2)"
+    )
+    p.add_argument(
+        f"--{prefix}max-steps",
+        dest=f"{prefix.replace('-', '_')}max_steps",
+        type=int,
+        default=None,
+        help="distillation steps (default 3000)",
+    )
+    p.add_argument(
+        f"--{prefix}learning-rate",
+        dest=f"{prefix.replace('-', '_')}learning_rate",
+        type=float,
+        default=None,
+        help="distillation learning rate (default 3e-4)",
+    )
+    if not prefix:
+        p.add_argument("--preset", default="default", help="default | quick")
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--max-train-samples", type=int, default=None, help="train on a random subset of N")
+        p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (0: at the end)")
+        p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
+    for w in ("temperature", "w-logits", "w-hidden", "w-attention", "w-hard"):
+        p.add_argument(f"--{w}", type=float, default=None, help="distillation loss setting")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladabert",
@@ -62,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_finetune_args(p)
     p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
+
+    p = sub.add_parser("compress", help="compress a fine-tuned teacher into a LadaBERT student")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher directory (from ladabert finetune)")
+    _add_data_args(p)
+    _add_compress_args(p)
+    p.add_argument("--out", required=True, help="student directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
 
@@ -111,6 +160,62 @@ def _finetune_config(args: argparse.Namespace):  # noqa: ANN202
         raise LadaBertError(f"invalid setting: {exc}") from None
 
 
+def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN202
+    from ladabert.pipeline.compress import compress_preset
+
+    fields = [
+        "ratio",
+        "method",
+        "pattern",
+        "hybrid",
+        "block_size",
+        "initial_ratio",
+        "batch_size",
+        "seed",
+        "max_train_samples",
+        "max_eval_samples",
+        "eval_steps",
+        "save_steps",
+        "max_length",
+        "temperature",
+        "w_logits",
+        "w_hidden",
+        "w_attention",
+        "w_hard",
+    ]
+    overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    for f in ("max_steps", "learning_rate"):
+        if getattr(args, prefix + f, None) is not None:
+            overrides[f] = getattr(args, prefix + f)
+    preset = "quick" if getattr(args, "quick", False) else args.preset
+    return compress_preset(preset, task=args.task, **overrides)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from ladabert.pipeline.compress import compress
+
+    cfg = _compress_config(args)
+    m = compress(
+        cfg,
+        args.teacher,
+        args.out,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    _print_student(m, args.out)
+    return 0
+
+
+def _print_student(m: dict, out: str) -> None:
+    print(
+        f"{m['task']} dev {m['metric']}: student {m['value']:.4f} (teacher {m['teacher_value']:.4f}, "
+        f"before distillation {m['value_at_init']:.4f}); ratio {m['ratio']:.2f}x "
+        f"({m['student_nonzero_params']:,} of {m['teacher_params']:,} params), {m['steps']} steps, "
+        f"{m['wall_s']:.0f} s -> {Path(out).absolute()}"
+    )
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import finetune
 
@@ -151,14 +256,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _finetune_config(args)
     if (teacher_dir / "metrics.json").is_file():
         m = json.loads((teacher_dir / "metrics.json").read_text())
-        print(f"[1/1] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
+        print(f"[1/2] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
     else:
-        print(f"[1/1] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
+        print(f"[1/2] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
         m = finetune(cfg, teacher_dir, data_dir=args.data_dir)
         print(
             f"      {m['task']} dev {m['metric']} = {m['value']:.4f} ({m['steps']} steps, {m['wall_s']:.0f} s)"
         )
-    print("compress, export and predict join this run as their issues land.")
+    from ladabert.pipeline.compress import compress
+
+    ccfg = _compress_config(args, prefix="compress_")
+    student_dir = run_dir / f"student-{ccfg.ratio:g}x"
+    if (student_dir / "metrics.json").is_file():
+        sm = json.loads((student_dir / "metrics.json").read_text())
+        print(f"[2/2] student: reusing {student_dir}")
+    else:
+        print(
+            f"[2/2] student: {ccfg.method} compression to {ccfg.ratio:g}x with distillation -> {student_dir}"
+        )
+        sm = compress(ccfg, teacher_dir, student_dir, data_dir=args.data_dir)
+    _print_student(sm, str(student_dir))
+    print("export and predict join this run as their issues land.")
     return 0
 
 
@@ -181,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ladabert.errors import LadaBertError
 
-    handler = {"finetune": cmd_finetune, "eval": cmd_eval, "run": cmd_run}[args.command]
+    handler = {"finetune": cmd_finetune, "compress": cmd_compress, "eval": cmd_eval, "run": cmd_run}[
+        args.command
+    ]
     try:
         return handler(args)
     except LadaBertError as exc:

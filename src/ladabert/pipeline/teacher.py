@@ -329,14 +329,16 @@ def evaluate(
     batch_size: int = 128,
 ) -> dict[str, Any]:
     """Evaluate a saved sequence classifier (a teacher, or any HF BERT classifier) on a task's dev set."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from ladabert.pipeline.student import load_classifier
 
     t = get_task(task)
     path = resolve_model(str(model_dir))
     cfg = load_bert_config(path)
     check_max_length(max_length, cfg, path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = load_classifier(path).eval()
     return evaluate_module(model, tokenizer, t, data_dir, max_length, max_samples, batch_size)
 
 

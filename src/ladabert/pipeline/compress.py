@@ -1,0 +1,387 @@
+"""``ladabert compress``: a fine-tuned teacher becomes a student of a target compression ratio.
+
+Methods (all through the same code path, so that ablations differ only in what they ablate):
+
+- ``hybrid`` (LadaBERT): truncated SVD of every compressed matrix, then magnitude pruning of the factors;
+  the share of the reduction that comes from SVD is the ``hybrid`` knob.
+- ``svd``: factorization only; ``prune``: magnitude pruning only (matrices stay dense).
+- ``distill-only``: a dense, narrower BERT with the same parameter count, randomly initialised and
+  distilled with the same loss and data (hidden states through a learned projection).
+
+The student starts at ``initial_ratio`` and is recompressed along a cubic schedule to ``ratio`` while it
+is distilled from the teacher. Command line::
+
+    ladabert compress --teacher runs/teacher-sst2 --ratio 5 --out runs/student-sst2-5x
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ladabert.errors import LadaBertError
+from ladabert.pipeline import hybrid as hyb
+from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
+from ladabert.pipeline.prune import PATTERNS
+from ladabert.pipeline.schedule import CompressionSchedule
+from ladabert.pipeline.teacher import (
+    _check_range,
+    _WallClock,
+    check_max_length,
+    checkpoint_dir_for,
+    evaluate_module,
+    load_bert_config,
+    resolve_model,
+    training_device_kwargs,
+)
+from ladabert.utils import atomic_output_dir, check_writable_dir, run_environment, write_json_atomic
+
+METHODS = ("hybrid", "svd", "prune", "distill-only")
+
+
+@dataclass
+class CompressConfig:
+    """Settings of one compression run (defaults: the README's SST-2 students)."""
+
+    task: str = "sst2"
+    ratio: float = 5.0
+    method: str = "hybrid"
+    pattern: str = "unstructured"
+    hybrid: float = 0.5  # share of the (log) reduction that comes from SVD; the rest from pruning
+    block_size: int = 16
+    initial_ratio: float = 2.0
+    schedule: str = "cubic"
+    schedule_fraction: float = 0.5
+    schedule_updates: int = 10
+    max_steps: int = 3000
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 3e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    temperature: float = 2.0
+    w_logits: float = 1.0
+    w_hidden: float = 1.0
+    w_attention: float = 0.0
+    w_hard: float = 0.0
+    max_length: int = 128
+    seed: int = 42
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    eval_steps: int = 500  # 0: evaluate only at the end
+    save_steps: int = 250
+    logging_steps: int = 50
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
+        _check_range("ratio", self.ratio, 1)
+        _check_range("initial_ratio", self.initial_ratio, 1)
+        _check_range("hybrid", self.hybrid, 0, 1)
+        _check_range("block_size", self.block_size, 1)
+        _check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
+        _check_range("schedule_updates", self.schedule_updates, 1)
+        _check_range("max_steps", self.max_steps, 1)
+        _check_range("batch_size", self.batch_size, 1)
+        _check_range("learning_rate", self.learning_rate, 0, 1, lo_open=True)
+        _check_range("warmup_ratio", self.warmup_ratio, 0, 1)
+        _check_range("max_length", self.max_length, 8)
+        _check_range("save_steps", self.save_steps, 1)
+        _check_range("eval_steps", self.eval_steps, 0)
+        if self.schedule not in ("cubic", "linear"):
+            raise ValueError(f"schedule must be 'cubic' or 'linear', got {self.schedule!r}")
+        self.loss()  # validates the loss weights
+
+    def loss(self) -> Any:
+        from ladabert.pipeline.distill import DistillLoss
+
+        return DistillLoss(self.temperature, self.w_logits, self.w_hidden, self.w_attention, self.w_hard)
+
+    @property
+    def hybrid_share(self) -> float:
+        return {"hybrid": self.hybrid, "svd": 1.0, "prune": 0.0}.get(self.method, self.hybrid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompressConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(d) - known:
+            raise ValueError(
+                f"unknown CompressConfig field(s) {sorted(set(d) - known)}; known: {sorted(known)}"
+            )
+        return cls(**d)
+
+
+COMPRESS_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Minutes on 2 CPU cores: shows the pipeline end to end, not the accuracy it can reach.
+    "quick": {"max_steps": 200, "max_train_samples": 4000, "eval_steps": 0, "save_steps": 100},
+}
+
+
+def compress_preset(name: str, **overrides: Any) -> CompressConfig:
+    if name not in COMPRESS_PRESETS:
+        raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(COMPRESS_PRESETS)}")
+    try:
+        return CompressConfig(**{**COMPRESS_PRESETS[name], **overrides})
+    except ValueError as exc:
+        raise LadaBertError(f"invalid setting: {exc}") from None
+
+
+def _count_all(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def narrow_student_config(teacher_config: Any, target_params: int) -> Any:
+    """A BERT config as deep as the teacher, narrower, with about ``target_params`` parameters.
+
+    Width moves in steps of the teacher's head size (heads are dropped, head size kept) and the FFN keeps
+    the teacher's expansion factor.
+    """
+    from transformers import BertForSequenceClassification
+
+    head = teacher_config.hidden_size // teacher_config.num_attention_heads
+    expand = teacher_config.intermediate_size / teacher_config.hidden_size
+    best = None
+    for width in range(head, teacher_config.hidden_size + 1, head):
+        cfg = copy.deepcopy(teacher_config)
+        cfg.hidden_size, cfg.num_attention_heads = width, width // head
+        cfg.intermediate_size = int(round(width * expand))
+        with torch.device("meta"):
+            n = _count_all(BertForSequenceClassification(cfg))
+        if best is None or abs(n - target_params) < abs(best[0] - target_params):
+            best = (n, cfg)
+    return best[1]
+
+
+def build_student(
+    teacher: torch.nn.Module, config: CompressConfig
+) -> tuple[torch.nn.Module, dict[int, Any], Any]:
+    """The initial student and the ``{step: plan}`` schedule of recompressions (empty for distill-only)."""
+    from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs
+
+    n_teacher = _count_all(teacher)
+    if config.method == "distill-only":
+        cfg = narrow_student_config(teacher.config, round(n_teacher / config.ratio))
+        cfg.ladabert = {"method": "distill-only", "layers": {}}
+        student = LadaBertForSequenceClassification(cfg)
+        student.ladabert_hidden_proj = torch.nn.Linear(cfg.hidden_size, teacher.config.hidden_size)
+        return student, {}, None
+    shapes = hyb.matrix_shapes(teacher)
+    schedule = CompressionSchedule(
+        min(config.initial_ratio, config.ratio),
+        config.ratio,
+        config.max_steps,
+        config.schedule_fraction,
+        config.schedule_updates,
+        config.schedule,
+    )
+
+    def plan_for(ratio: float) -> hyb.CompressionPlan:
+        return hyb.allocate(shapes, n_teacher, ratio, config.hybrid_share, config.pattern, config.block_size)
+
+    plan0 = plan_for(schedule.initial_ratio)
+    final = plan_for(config.ratio)  # fail early when the final ratio is out of reach
+    del final
+    cfg = copy.deepcopy(teacher.config)
+    student = hyb.install(copy.deepcopy(teacher), plan0)
+    cfg.ladabert = {"method": config.method, "layers": layer_specs(student)}
+    # Re-home the weights in the student class so that checkpoints reload through from_pretrained.
+    shell = LadaBertForSequenceClassification(cfg)
+    shell.load_state_dict(student.state_dict())
+    plans = {step: plan_for(ratio) for step, ratio in schedule.targets()}
+    return shell, plans, schedule
+
+
+def compress(
+    config: CompressConfig,
+    teacher: str | os.PathLike,
+    out: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    keep_checkpoints: bool = False,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Compress a fine-tuned teacher into a student directory at ``out``.
+
+    Args:
+        config: see :class:`CompressConfig`.
+        teacher: directory (or hub id) of a fine-tuned BERT sequence classifier for ``config.task``.
+        out: student directory, written atomically once training and evaluation end.
+        data_dir: GLUE data location (see :mod:`ladabert.pipeline.data`).
+        overwrite: replace an existing ``out``.
+        keep_checkpoints: keep ``<out>.checkpoints`` after success (kept after a failure for resuming).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+
+    Returns:
+        The metrics written to ``out/metrics.json``.
+    """
+    from transformers import AutoTokenizer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ladabert.pipeline.distill import CompressionCallback, DistillationTrainer
+    from ladabert.pipeline.student import layer_specs, load_classifier, shrink_factors
+
+    task = get_task(config.task)
+    teacher_path = resolve_model(str(teacher))
+    tcfg = load_bert_config(teacher_path)
+    if getattr(tcfg, "ladabert", None):
+        raise LadaBertError(f"{teacher_path} is already a LadaBERT student; pass the fine-tuned teacher")
+    if tcfg.num_labels != task.num_labels:
+        raise LadaBertError(
+            f"teacher {teacher_path} has {tcfg.num_labels} output label(s) but {task.name} needs "
+            f"{task.num_labels}; fine-tune it first: ladabert finetune --task {task.name} --model {teacher_path}"
+        )
+    check_max_length(config.max_length, tcfg, teacher_path)
+    out = check_writable_dir(out)
+    if out.exists() and not overwrite:
+        raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    work_dir = checkpoint_dir_for(out)
+
+    attn = {"attn_implementation": "eager"} if config.w_attention > 0 else {}
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    teacher_model = load_classifier(teacher_path, **attn).eval()
+    train = load_glue(task, "train", data_dir, config.max_train_samples, seed=config.seed)
+    dev = load_glue(task, "dev", data_dir, config.max_eval_samples)
+    train_ds, dev_ds = (
+        tokenize(train, tokenizer, config.max_length),
+        tokenize(dev, tokenizer, config.max_length),
+    )
+
+    teacher_metrics = evaluate_module(
+        teacher_model, tokenizer, task, data_dir, config.max_length, config.max_eval_samples
+    )
+    torch.manual_seed(config.seed)
+    student, plans, schedule = build_student(teacher_model, config)
+    if attn:
+        student.config._attn_implementation = "eager"
+    init_metrics = evaluate_module(
+        student, tokenizer, task, data_dir, config.max_length, config.max_eval_samples
+    )
+
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        save_safetensors=True,
+        logging_steps=config.logging_steps,
+        report_to=[],
+        seed=config.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        **training_device_kwargs(),
+    )
+    clock = _WallClock(work_dir)
+    comp_cb = CompressionCallback(plans)
+    trainer = DistillationTrainer(
+        model=student,
+        args=args,
+        teacher=teacher_model,
+        loss=config.loss(),
+        regression=task.is_regression,
+        train_dataset=train_ds,
+        eval_dataset=dev_ds,
+        data_collator=make_collator(tokenizer),
+        compute_metrics=lambda p: task.compute_metrics(p.predictions, p.label_ids),
+        callbacks=[clock.callback(), comp_cb, *(callbacks or [])],
+    )
+    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    wall = clock.total()
+
+    student = trainer.model
+    hyb.apply_masks(student)
+    if hasattr(student, "ladabert_hidden_proj"):
+        del student.ladabert_hidden_proj
+    shrink_factors(student)
+    counts = hyb.count_parameters(student)
+    teacher_counts = hyb.count_parameters(teacher_model)
+    final = evaluate_module(student, tokenizer, task, data_dir, config.max_length, config.max_eval_samples)
+    section = {
+        "method": config.method,
+        "pattern": config.pattern if config.method != "distill-only" else None,
+        "hybrid": config.hybrid_share if config.method != "distill-only" else None,
+        "ratio_target": config.ratio,
+        "ratio": teacher_counts["total"] / counts["total"],
+        "encoder_ratio": teacher_counts["encoder_linear"] / max(1, counts["encoder_linear"]),
+        "teacher": str(teacher),
+        "teacher_params": teacher_counts["total"],
+        "nonzero_params": counts["total"],
+        "layers": layer_specs(student),
+    }
+    student.config.ladabert = section
+    student.config.architectures = ["LadaBertForSequenceClassification"]
+    metrics = {
+        "task": task.name,
+        "metric": task.metric,
+        "value": final["value"],
+        "metrics": final["metrics"],
+        "teacher_value": teacher_metrics["value"],
+        "value_at_init": init_metrics["value"],
+        "method": config.method,
+        "pattern": section["pattern"],
+        "hybrid": section["hybrid"],
+        "ratio_target": config.ratio,
+        "ratio": section["ratio"],
+        "encoder_ratio": section["encoder_ratio"],
+        "teacher_params": teacher_counts["total"],
+        "student_nonzero_params": counts["total"],
+        "param_counts": counts,
+        "steps": trainer.state.global_step,
+        "wall_s": round(wall, 1),
+        "resumed_from": last,
+        "train_examples": len(train),
+        "eval_examples": len(dev),
+        "schedule": schedule.targets() if schedule else [],
+        "curve": [
+            [h["step"], h[f"eval_{task.metric}"]]
+            for h in trainer.state.log_history
+            if f"eval_{task.metric}" in h
+        ],
+        "config": config.to_dict(),
+        **run_environment(),
+    }
+    if trainer.is_world_process_zero():
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            student.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            metrics["bytes"] = (tmp / "model.safetensors").stat().st_size
+            write_json_atomic(tmp / "metrics.json", metrics)
+            (tmp / "compress_config.json").write_text(config.to_json() + "\n")
+        if not keep_checkpoints:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return metrics
+
+
+def student_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``metrics.json`` of a student directory."""
+    p = Path(path) / "metrics.json"
+    if not p.is_file():
+        raise LadaBertError(f"{path} has no metrics.json; pass a directory written by ladabert compress")
+    return json.loads(p.read_text())

@@ -1,0 +1,171 @@
+"""Knowledge distillation from the teacher, with the student recompressed along the schedule.
+
+The loss is a weighted sum of
+- soft cross-entropy between temperature-scaled teacher and student logits (times T^2),
+- MSE between each student hidden state (embeddings and every layer) and the teacher's, over real tokens,
+- optionally MSE between attention maps, and cross-entropy on the gold labels.
+
+Training runs on transformers' ``Trainer`` (so ``torchrun``/``accelerate launch`` work unchanged); the
+:class:`CompressionCallback` enforces the pruning masks after every optimizer step and recompresses the
+student at the schedule's update steps.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ladabert.pipeline.hybrid import CompressionPlan, apply_masks, recompress
+
+
+@dataclass
+class DistillLoss:
+    """Weights of the distillation loss terms."""
+
+    temperature: float = 2.0
+    logits: float = 1.0
+    hidden: float = 1.0
+    attention: float = 0.0
+    hard: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("logits", "hidden", "attention", "hard"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
+        if self.logits + self.hidden + self.attention + self.hard == 0:
+            raise ValueError("at least one loss weight must be > 0")
+
+    def __call__(
+        self,
+        student: Any,
+        teacher: Any,
+        labels: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        regression: bool = False,
+        hidden_proj: torch.nn.Module | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        parts: dict[str, torch.Tensor] = {}
+        s_logits, t_logits = student.logits.float(), teacher.logits.float()
+        if self.logits:
+            if regression:
+                parts["logits"] = F.mse_loss(s_logits, t_logits)
+            else:
+                # Soft cross-entropy minus the teacher's entropy (a constant): the KL divergence. Same
+                # gradients, but the logged value falls to 0 as the student matches the teacher.
+                t = self.temperature
+                log_t = F.log_softmax(t_logits / t, dim=-1)
+                log_s = F.log_softmax(s_logits / t, dim=-1)
+                parts["logits"] = (log_t.exp() * (log_t - log_s)).sum(-1).mean() * t * t
+        if self.hidden:
+            mask = (
+                torch.ones(s_logits.shape[0], student.hidden_states[0].shape[1], device=s_logits.device)
+                if attention_mask is None
+                else attention_mask.float()
+            )[..., None]
+            terms = []
+            for hs, ht in zip(student.hidden_states, teacher.hidden_states):
+                hs = hidden_proj(hs) if hidden_proj is not None else hs
+                sq = (hs.float() - ht.float()).pow(2) * mask
+                terms.append(sq.sum() / (mask.sum() * ht.shape[-1]))
+            parts["hidden"] = torch.stack(terms).mean()
+        if self.attention:
+            terms = [F.mse_loss(a.float(), b.float()) for a, b in zip(student.attentions, teacher.attentions)]
+            parts["attention"] = torch.stack(terms).mean()
+        if self.hard and labels is not None:
+            parts["hard"] = (
+                F.mse_loss(s_logits.squeeze(-1), labels.float())
+                if regression
+                else F.cross_entropy(s_logits, labels)
+            )
+        total = sum(getattr(self, k) * v for k, v in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+class DistillationTrainer(Trainer):
+    """``Trainer`` whose training loss is :class:`DistillLoss` against a frozen teacher."""
+
+    def __init__(
+        self, *args: Any, teacher: torch.nn.Module, loss: DistillLoss, regression: bool = False, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.distill_loss = loss
+        self.regression = regression
+        self._parts: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        if not model.training:  # evaluation: task loss and logits only
+            out = model(**inputs)
+            logits = out.logits.float()
+            if labels is None:
+                loss = logits.new_zeros(())
+            elif self.regression:
+                loss = F.mse_loss(logits.squeeze(-1), labels.float())
+            else:
+                loss = F.cross_entropy(logits, labels)
+            return (loss, SequenceClassifierOutput(loss=loss, logits=out.logits)) if return_outputs else loss
+        want_att = self.distill_loss.attention > 0
+        with torch.no_grad():
+            t_out = self.teacher(**inputs, output_hidden_states=True, output_attentions=want_att)
+        s_out = model(**inputs, output_hidden_states=True, output_attentions=want_att)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss, parts = self.distill_loss(
+            s_out,
+            t_out,
+            labels,
+            inputs.get("attention_mask"),
+            self.regression,
+            getattr(unwrapped, "ladabert_hidden_proj", None),
+        )
+        for k, v in parts.items():
+            self._parts[k].append(v)
+        return (loss, s_out) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._parts:
+            for k, v in self._parts.items():
+                logs[f"loss_{k}"] = round(sum(v) / len(v), 5)
+            self._parts.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def _reset_optimizer_state(optimizer: Any, params: list[torch.nn.Parameter]) -> None:
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+    for p in params:
+        inner.state.pop(p, None)
+
+
+class CompressionCallback(TrainerCallback):
+    """Enforces masks after every optimizer step and recompresses the student at the schedule's steps.
+
+    Args:
+        plans: ``{global_step: CompressionPlan}``; after that step the student is brought to that plan.
+    """
+
+    def __init__(self, plans: dict[int, CompressionPlan]):
+        self.plans = plans
+        self.history: list[tuple[int, float]] = []
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # noqa: ANN001
+        if model is None:
+            return
+        plan = self.plans.get(state.global_step)
+        if plan is not None:
+            changed = recompress(model, plan)
+            if optimizer is not None:
+                _reset_optimizer_state(optimizer, changed)
+            self.history.append((state.global_step, plan.ratio_target))
+        else:
+            apply_masks(model)

@@ -1,0 +1,315 @@
+"""Hybrid compression of a BERT classifier: per-matrix rank and sparsity, and the engine that applies them.
+
+Parameter accounting follows the paper: the compression ratio is the teacher's parameter count over the
+student's *non-zero* parameter count, embeddings included. The matrices that are compressed are the
+word-embedding table and every encoder Linear (Q, K, V, attention output, FFN in, FFN out); everything
+else (position and token-type embeddings, LayerNorms, biases, pooler, classifier) is kept and counted.
+
+Allocation: with ``f`` the kept share of every compressed matrix needed to reach ratio ``R``, the
+``hybrid`` knob ``h`` splits the reduction multiplicatively, ``f = f_svd * f_prune`` with
+``f_svd = f ** h``. ``f_svd`` sets the rank ``k`` (``k * (rows + cols) = f_svd * rows * cols``); pruning of
+the factors removes the rest. ``h = 1`` is SVD only; ``h = 0`` keeps every matrix dense and prunes only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ladabert.errors import LadaBertError
+from ladabert.pipeline.factorize import break_even_rank, refactor, svd_factors
+from ladabert.pipeline.layers import (
+    COMPRESSED_LAYERS,
+    FactorizedEmbedding,
+    FactorizedLinear,
+    MaskedEmbedding,
+    MaskedLinear,
+)
+from ladabert.pipeline.prune import PATTERNS, keep_count, magnitude_mask, nm_mask, rank_component_mask
+
+NM = (2, 4)
+
+
+def compressible_names(model: nn.Module) -> list[str]:
+    """Word embeddings and every encoder Linear of a BERT model, in module order."""
+    names = []
+    for name, mod in model.named_modules():
+        if name.endswith("embeddings.word_embeddings"):
+            names.append(name)
+        elif ".encoder.layer." in f".{name}" and isinstance(mod, nn.Linear | FactorizedLinear):
+            names.append(name)
+    if not names:
+        raise LadaBertError("found no BERT encoder Linear layers to compress; pass a BERT-family model")
+    return names
+
+
+def matrix_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``(rows, cols)`` of each compressible matrix: (out, in) for Linear, (vocab, dim) for embeddings."""
+    out = {}
+    for name in compressible_names(model):
+        mod = model.get_submodule(name)
+        if isinstance(mod, nn.Embedding):
+            out[name] = (mod.num_embeddings, mod.embedding_dim)
+        elif isinstance(mod, nn.Linear):
+            out[name] = (mod.out_features, mod.in_features)
+        else:
+            raise LadaBertError(f"{name} is already compressed; compress from the dense teacher")
+    return out
+
+
+@dataclass
+class MatrixPlan:
+    """Rank and sparsity of one matrix. ``rank`` is None for a dense (pruned-only) matrix."""
+
+    rows: int
+    cols: int
+    rank: int | None
+    sparsity: float
+    nonzero: int  # exact count of kept weights this plan gives
+    keep_rank: int | None = None  # ``rank`` pattern: components kept out of ``rank``
+
+    @property
+    def kind(self) -> str:
+        return "dense" if self.rank is None else "factorized"
+
+
+@dataclass
+class CompressionPlan:
+    ratio_target: float
+    pattern: str
+    hybrid: float
+    block_size: int
+    teacher_params: int
+    fixed_params: int
+    matrices: dict[str, MatrixPlan]
+
+    @property
+    def nonzero_params(self) -> int:
+        return self.fixed_params + sum(m.nonzero for m in self.matrices.values())
+
+    @property
+    def ratio(self) -> float:
+        return self.teacher_params / self.nonzero_params
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name, m in self.matrices.items():
+            d["matrices"][name]["kind"] = m.kind
+        d["ratio"] = self.ratio
+        return d
+
+
+def _round_to(x: float, multiple: int) -> int:
+    return max(multiple, int(round(x / multiple)) * multiple)
+
+
+def _plan_matrix(rows: int, cols: int, f: float, hybrid: float, pattern: str, block: int) -> MatrixPlan:
+    full = rows * cols
+    budget = f * full  # weights this matrix may keep
+    if hybrid == 0:  # dense, pruned only
+        if pattern == "n:m":
+            if f < 1 - NM[0] / NM[1] - 1e-9:
+                raise LadaBertError(
+                    "prune-only with the 2:4 pattern reaches at most 2x on compressed matrices; lower --ratio "
+                    "or use --method hybrid"
+                )
+            return MatrixPlan(rows, cols, None, 0.5, full // 2)
+        s = 1 - f
+        if pattern == "block":
+            tiles = -(-rows // block) * -(-cols // block)
+            s = 1 - keep_count(tiles, s) / tiles
+        return MatrixPlan(rows, cols, None, s, keep_count(full, s) if pattern != "block" else -1)
+    k_svd = (f**hybrid) * break_even_rank(rows, cols)
+    cap = min(rows, cols)
+    if hybrid == 1:
+        k = min(cap, max(1, round(budget / (rows + cols))))
+        return MatrixPlan(rows, cols, k, 0.0, k * (rows + cols))
+    if pattern == "rank":
+        k = min(cap, max(1, math.ceil(k_svd)))
+        keep = min(k, max(1, round(budget / (rows + cols))))
+        return MatrixPlan(rows, cols, k, 1 - keep / k, keep * (rows + cols), keep_rank=keep)
+    if pattern == "n:m":
+        k = min(cap - cap % NM[1], _round_to(budget * NM[1] / NM[0] / (rows + cols), NM[1]))
+        return MatrixPlan(rows, cols, k, 1 - NM[0] / NM[1], k * (rows + cols) * NM[0] // NM[1])
+    if pattern == "block":
+        k = min(cap - cap % block or cap, _round_to(k_svd, block))
+    else:
+        k = min(cap, max(1, math.ceil(k_svd)))
+    s = min(1.0, max(0.0, 1 - budget / (k * (rows + cols))))
+    if pattern == "block":
+        return MatrixPlan(rows, cols, k, s, -1)  # counted from the masks once they exist
+    return MatrixPlan(rows, cols, k, s, keep_count(rows * k, s) + keep_count(k * cols, s))
+
+
+def allocate(
+    shapes: dict[str, tuple[int, int]],
+    teacher_params: int,
+    ratio: float,
+    hybrid: float = 0.5,
+    pattern: str = "unstructured",
+    block_size: int = 16,
+) -> CompressionPlan:
+    """Ranks and sparsities that bring a model with ``teacher_params`` parameters to ``ratio``.
+
+    Raises:
+        LadaBertError: when the ratio cannot be reached because the kept (uncompressed) parameters alone
+            exceed the budget.
+    """
+    if pattern not in PATTERNS:
+        raise LadaBertError(f"unknown pruning pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+    if not 0 <= hybrid <= 1:
+        raise LadaBertError(f"hybrid share must be in [0, 1], got {hybrid}")
+    if ratio < 1:
+        raise LadaBertError(f"compression ratio must be >= 1, got {ratio}")
+    if pattern == "rank" and hybrid == 0:
+        raise LadaBertError(
+            "the rank pattern prunes whole rank components, so it needs factorized layers; "
+            "use --method hybrid or svd, or another --pattern with --method prune"
+        )
+    compressible = sum(r * c for r, c in shapes.values())
+    fixed = teacher_params - compressible
+    f = (teacher_params / ratio - fixed) / compressible
+    if f <= 0:
+        raise LadaBertError(
+            f"ratio {ratio:g} is out of reach: the {fixed:,} parameters that are not compressed already "
+            f"allow at most {teacher_params / fixed:.1f}x; choose a smaller --ratio"
+        )
+    f = min(f, 1.0)
+    matrices = {n: _plan_matrix(r, c, f, hybrid, pattern, block_size) for n, (r, c) in shapes.items()}
+    return CompressionPlan(ratio, pattern, hybrid, block_size, teacher_params, fixed, matrices)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The engine: install compressed layers, re-truncate and re-prune them, enforce masks, count parameters.
+
+
+def _compute_masks(layer: nn.Module, plan: MatrixPlan, pattern: str, block: int) -> None:
+    """Recompute ``layer``'s masks by magnitude for ``plan`` (ranks already truncated)."""
+    if isinstance(layer, MaskedLinear | MaskedEmbedding):
+        w = layer.weight * layer.weight_mask
+        if pattern == "n:m" and plan.sparsity > 0:
+            layer.weight_mask.copy_(nm_mask(w, *NM))
+        else:
+            layer.weight_mask.copy_(magnitude_mask(w, plan.sparsity, pattern, block))
+        return
+    k = plan.rank
+    u, v = layer.U[:, :k], layer.V[:k]
+    layer.U_mask.zero_()
+    layer.V_mask.zero_()
+    if plan.sparsity == 0:
+        layer.U_mask[:, :k] = True
+        layer.V_mask[:k] = True
+    elif pattern == "rank":
+        comp = rank_component_mask(u, v, plan.keep_rank or k)
+        layer.U_mask[:, :k] = comp[None, :]
+        layer.V_mask[:k] = comp[:, None]
+    elif pattern == "n:m":
+        layer.U_mask[:, :k] = nm_mask(u, *NM)
+        layer.V_mask[:k] = nm_mask(v, *NM)
+    else:
+        layer.U_mask[:, :k] = magnitude_mask(u, plan.sparsity, pattern, block)
+        layer.V_mask[:k] = magnitude_mask(v, plan.sparsity, pattern, block)
+
+
+@torch.no_grad()
+def install(model: nn.Module, plan: CompressionPlan) -> nn.Module:
+    """Replace every compressible matrix of the dense ``model`` by its compressed layer, in place.
+
+    Factorized layers start from the truncated SVD of the dense weight at ``plan``'s rank; masks are
+    computed by magnitude. Returns ``model``.
+    """
+    for name, mp in plan.matrices.items():
+        old = model.get_submodule(name)
+        emb = isinstance(old, nn.Embedding)
+        if mp.rank is None:
+            new = MaskedEmbedding.from_embedding(old) if emb else MaskedLinear.from_linear(old)
+        else:
+            u, v = svd_factors(old.weight, mp.rank)
+            new = (
+                FactorizedEmbedding.from_factors(u, v, old.padding_idx)
+                if emb
+                else FactorizedLinear.from_factors(u, v, old.bias)
+            )
+        new.to(old.weight.device)
+        _compute_masks(new, mp, plan.pattern, plan.block_size)
+        new.apply_masks()
+        model.set_submodule(name, new)
+    return model
+
+
+@torch.no_grad()
+def recompress(model: nn.Module, plan: CompressionPlan) -> list[nn.Parameter]:
+    """Truncate ranks further (re-SVD of the masked ``U @ V``) and recompute masks by magnitude.
+
+    Returns the parameters whose basis changed, so that the caller can reset their optimizer state.
+    """
+    changed = []
+    for name, mp in plan.matrices.items():
+        layer = model.get_submodule(name)
+        if mp.rank is not None:
+            if mp.rank > layer.rank:
+                raise ValueError(f"{name}: cannot grow rank {layer.rank} to {mp.rank}")
+            u, v = refactor(layer.U * layer.U_mask, layer.V * layer.V_mask, mp.rank)
+            layer.U.zero_()
+            layer.V.zero_()
+            layer.U[:, : mp.rank] = u
+            layer.V[: mp.rank] = v
+            changed += [layer.U, layer.V]
+        _compute_masks(layer, mp, plan.pattern, plan.block_size)
+        layer.apply_masks()
+    return changed
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module) -> None:
+    """Zero every pruned weight (called after each optimizer step)."""
+    for mod in model.modules():
+        if isinstance(mod, COMPRESSED_LAYERS):
+            mod.apply_masks()
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Exact parameter counts: ``total`` (non-zero, by masks, for compressed layers; every other parameter
+    counted in full), ``compressed`` (the compressible matrices), ``encoder_linear`` and ``embedding``."""
+    masked_ids: set[int] = set()
+    counts = {"compressed": 0, "encoder_linear": 0, "embedding": 0}
+    for name, mod in model.named_modules():
+        if isinstance(mod, COMPRESSED_LAYERS):
+            nz = mod.nonzero_params()
+            weights = [mod.U, mod.V] if hasattr(mod, "U") else [mod.weight]
+            masked_ids.update(id(p) for p in weights)
+        elif name.endswith("embeddings.word_embeddings") or (
+            ".encoder.layer." in f".{name}" and isinstance(mod, nn.Linear)
+        ):
+            nz = mod.weight.numel()
+        else:
+            continue
+        counts["compressed"] += nz
+        counts["embedding" if "word_embeddings" in name else "encoder_linear"] += nz
+    other = sum(p.numel() for p in model.parameters() if id(p) not in masked_ids)
+    dense_compressible = sum(
+        m.weight.numel()
+        for n, m in model.named_modules()
+        if not isinstance(m, COMPRESSED_LAYERS)
+        and (
+            n.endswith("embeddings.word_embeddings")
+            or (".encoder.layer." in f".{n}" and isinstance(m, nn.Linear))
+        )
+    )
+    counts["fixed"] = other - dense_compressible
+    counts["total"] = counts["fixed"] + counts["compressed"]
+    return counts
+
+
+def plan_with_actual_counts(model: nn.Module, plan: CompressionPlan) -> CompressionPlan:
+    """``plan`` with each matrix's ``nonzero`` and ``sparsity`` read back from the installed masks."""
+    for name, mp in plan.matrices.items():
+        layer = model.get_submodule(name)
+        mp.nonzero = layer.nonzero_params()
+        size = mp.rows * mp.cols if mp.rank is None else mp.rank * (mp.rows + mp.cols)
+        mp.sparsity = 1 - mp.nonzero / size
+    return plan

@@ -1,0 +1,122 @@
+"""The student model: a BERT classifier whose compressed matrices are factorized and/or masked.
+
+A student directory is a standard Hugging Face model directory. ``config.json`` is a BERT config with a
+``ladabert`` section that records, per compressed matrix, its kind, rank and sparsity, so that
+:class:`LadaBertForSequenceClassification` can rebuild the exact module shapes before loading
+``model.safetensors`` (factors ``U``/``V`` and their boolean masks)::
+
+    from ladabert.pipeline.student import LadaBertForSequenceClassification
+    model = LadaBertForSequenceClassification.from_pretrained("runs/student-sst2-5x")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BertForSequenceClassification
+
+from ladabert.errors import LadaBertError
+from ladabert.pipeline.layers import (
+    FACTORIZED_LAYERS,
+    FactorizedEmbedding,
+    FactorizedLinear,
+    MaskedEmbedding,
+    MaskedLinear,
+)
+
+
+def _build_layer(name: str, spec: dict[str, Any], old: nn.Module) -> nn.Module:
+    rows, cols = spec["shape"]
+    emb = name.endswith("word_embeddings")
+    pad = getattr(old, "padding_idx", None)
+    if spec["kind"] == "factorized":
+        if emb:
+            return FactorizedEmbedding(rows, cols, spec["rank"], pad)
+        return FactorizedLinear(cols, rows, spec["rank"], bias=old.bias is not None)
+    if spec["kind"] == "dense":
+        return (
+            MaskedEmbedding(rows, cols, pad) if emb else MaskedLinear(cols, rows, bias=old.bias is not None)
+        )
+    raise LadaBertError(
+        f"config.json: unknown layer kind {spec['kind']!r} for {name}; re-run ladabert compress"
+    )
+
+
+class LadaBertForSequenceClassification(BertForSequenceClassification):
+    """``BertForSequenceClassification`` with the compressed layers named in ``config.ladabert['layers']``."""
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        section = getattr(config, "ladabert", None) or {}
+        for name, spec in (section.get("layers") or {}).items():
+            self.set_submodule(name, _build_layer(name, spec, self.get_submodule(name)))
+
+    def set_backend(self, backend: str) -> LadaBertForSequenceClassification:
+        """Select the implementation of factorized layers: ``torch`` or ``triton`` (see ladabert.kernels)."""
+        for mod in self.modules():
+            if isinstance(mod, FactorizedLinear):
+                mod.backend = backend
+        return self
+
+
+def layer_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The ``layers`` entry of the ``ladabert`` config section for every compressed layer of ``model``."""
+    specs = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, FactorizedLinear):
+            shape, kind = [mod.out_features, mod.in_features], "factorized"
+        elif isinstance(mod, FactorizedEmbedding):
+            shape, kind = [mod.num_embeddings, mod.embedding_dim], "factorized"
+        elif isinstance(mod, MaskedLinear):
+            shape, kind = [mod.out_features, mod.in_features], "dense"
+        elif isinstance(mod, MaskedEmbedding):
+            shape, kind = [mod.num_embeddings, mod.embedding_dim], "dense"
+        else:
+            continue
+        size = shape[0] * shape[1] if kind == "dense" else mod.rank * (shape[0] + shape[1])
+        nz = mod.nonzero_params()
+        specs[name] = {
+            "kind": kind,
+            "shape": shape,
+            "rank": getattr(mod, "rank", None),
+            "nonzero": nz,
+            "sparsity": round(1 - nz / size, 6),
+        }
+    return specs
+
+
+@torch.no_grad()
+def shrink_factors(model: nn.Module) -> nn.Module:
+    """Drop rank components that masks zeroed entirely (rank truncation, rank pruning), in place."""
+    for name, mod in list(model.named_modules()):
+        if not isinstance(mod, FACTORIZED_LAYERS):
+            continue
+        active = (mod.U_mask.any(0) & mod.V_mask.any(1)).nonzero().flatten()
+        if len(active) == mod.rank:
+            continue
+        if len(active) == 0:
+            active = torch.zeros(1, dtype=torch.long, device=mod.U.device)  # keep one (all-zero) component
+        u, v = mod.U[:, active], mod.V[active]
+        if isinstance(mod, FactorizedLinear):
+            new = FactorizedLinear.from_factors(u, v, mod.bias)
+        else:
+            new = FactorizedEmbedding.from_factors(u, v, mod.padding_idx)
+        new.U_mask.copy_(mod.U_mask[:, active])
+        new.V_mask.copy_(mod.V_mask[active])
+        new.backend = getattr(mod, "backend", "torch")
+        new.apply_masks()
+        model.set_submodule(name, new.to(mod.U.device))
+    return model
+
+
+def load_classifier(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
+    """Load a teacher (any BERT classifier) or a LadaBERT student from a directory or hub id."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "ladabert", None):
+        return LadaBertForSequenceClassification.from_pretrained(path, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ladabert.errors import LadaBertError
+from ladabert.pipeline.compress import CompressConfig, compress, narrow_student_config
+from ladabert.pipeline.layers import COMPRESSED_LAYERS
+from ladabert.pipeline.student import LadaBertForSequenceClassification
+from ladabert.pipeline.teacher import checkpoint_dir_for, evaluate
+
+
+def _cfg(**kw) -> CompressConfig:
+    base = dict(
+        ratio=3.0,
+        max_steps=60,
+        batch_size=16,
+        learning_rate=2e-3,
+        max_length=32,
+        eval_steps=0,
+        save_steps=20,
+        schedule_updates=4,
+        logging_steps=5,
+    )
+    return CompressConfig(**{**base, **kw})
+
+
+def test_hybrid_compression_distils_a_reloadable_student(tmp_path, tiny_teacher, synthetic_glue):
+    out = tmp_path / "student"
+    m = compress(_cfg(), tiny_teacher, out, data_dir=synthetic_glue)
+    assert m["ratio"] == pytest.approx(3.0, rel=0.01) and m["steps"] == 60
+    assert m["value"] >= 0.9 and m["teacher_value"] >= 0.9  # chance is 0.5
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["architectures"] == ["LadaBertForSequenceClassification"]
+    assert saved["ladabert"]["pattern"] == "unstructured" and saved["ladabert"]["layers"]
+    assert {"teacher_value", "ratio", "encoder_ratio", "steps", "wall_s", "bytes"} <= set(m)
+    # Reload: same score, masks hold, exact count matches the metrics.
+    again = evaluate(out, "sst2", data_dir=synthetic_glue, max_length=32)
+    assert again["value"] == pytest.approx(m["value"], abs=1e-12)
+    model = LadaBertForSequenceClassification.from_pretrained(out)
+    for mod in model.modules():
+        if isinstance(mod, COMPRESSED_LAYERS):
+            if hasattr(mod, "U"):
+                assert not mod.U[~mod.U_mask].any() and not mod.V[~mod.V_mask].any()
+            else:
+                assert not mod.weight[~mod.weight_mask].any()
+    assert not checkpoint_dir_for(out).exists()
+
+
+def test_masks_survive_optimizer_steps_and_training_changes_weights(tmp_path, tiny_teacher, synthetic_glue):
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Inspect(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            # Runs after the compression callback's on_step_end, i.e. after this step's optimizer update.
+            for mod in model.modules():
+                if isinstance(mod, COMPRESSED_LAYERS) and hasattr(mod, "U"):
+                    seen.append(bool(mod.U[~mod.U_mask].any() or mod.V[~mod.V_mask].any()))
+            if state.global_step == 1:
+                self.first = model.bert.encoder.layer[0].output.dense.U.detach().clone()
+            self.last = model.bert.encoder.layer[0].output.dense.U.detach().clone()
+
+    cb = Inspect()
+    compress(
+        _cfg(max_steps=40, schedule_updates=2),
+        tiny_teacher,
+        tmp_path / "s",
+        data_dir=synthetic_glue,
+        callbacks=[cb],
+    )
+    assert seen and not any(seen)
+    assert not torch.equal(cb.first, cb.last)
+
+
+def test_distillation_lowers_the_loss(tmp_path, tiny_teacher, synthetic_glue):
+    from transformers import TrainerCallback
+
+    class Losses(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            self.loss = [h["loss"] for h in state.log_history if "loss" in h]
+
+    cb = Losses()
+    # A hard 5x student that reaches its ratio at step 4 and then only trains.
+    cfg = _cfg(ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05, max_steps=80)
+    m = compress(cfg, tiny_teacher, tmp_path / "s", data_dir=synthetic_glue, callbacks=[cb])
+    assert sum(cb.loss[-3:]) < 0.85 * sum(cb.loss[:3]), cb.loss
+    assert m["value"] >= 0.9
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_killed_compression_resumes_to_the_same_step_count(tmp_path, tiny_teacher, synthetic_glue):
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 30:
+                raise _Kill()
+
+    out = tmp_path / "student"
+    with pytest.raises(_Kill):
+        compress(_cfg(), tiny_teacher, out, data_dir=synthetic_glue, callbacks=[KillAt()])
+    assert not out.exists() and (checkpoint_dir_for(out) / "checkpoint-20").is_dir()
+    m = compress(_cfg(), tiny_teacher, out, data_dir=synthetic_glue)
+    assert m["resumed_from"].endswith("checkpoint-20") and m["steps"] == 60
+    assert m["ratio"] == pytest.approx(3.0, rel=0.01)
+
+
+@pytest.mark.parametrize("method", ["svd", "prune", "distill-only"])
+def test_ablations_run_through_the_same_path(tmp_path, tiny_teacher, synthetic_glue, method):
+    m = compress(_cfg(method=method, max_steps=30), tiny_teacher, tmp_path / method, data_dir=synthetic_glue)
+    assert m["method"] == method and m["steps"] == 30
+    tol = 0.2 if method == "distill-only" else 0.06  # width moves in whole heads on a tiny model
+    assert m["ratio"] == pytest.approx(3.0, rel=tol)
+    again = evaluate(tmp_path / method, "sst2", data_dir=synthetic_glue, max_length=32)
+    assert again["value"] == pytest.approx(m["value"], abs=1e-12)
+
+
+def test_narrow_student_matches_the_parameter_budget():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    teacher = BertConfig(hidden_size=384, num_attention_heads=12, intermediate_size=1536, num_hidden_layers=6)
+    with torch.device("meta"):
+        n_teacher = sum(p.numel() for p in BertForSequenceClassification(teacher).parameters())
+    cfg = narrow_student_config(teacher, n_teacher // 10)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in BertForSequenceClassification(cfg).parameters())
+    assert (
+        cfg.num_hidden_layers == 6
+        and cfg.hidden_size % 32 == 0
+        and cfg.intermediate_size == 4 * cfg.hidden_size
+    )
+    assert n == pytest.approx(n_teacher / 10, rel=0.1)
+
+
+def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthetic_glue):
+    with pytest.raises(LadaBertError, match="needs 1; fine-tune it first"):
+        compress(_cfg(task="stsb"), tiny_teacher, tmp_path / "o", data_dir=synthetic_glue)
+    with pytest.raises(ValueError, match="method must be one of"):
+        _cfg(method="distill")
+    with pytest.raises(ValueError, match="hybrid must be >= 0"):
+        _cfg(hybrid=-0.1)
+    assert not (tmp_path / "o").exists()

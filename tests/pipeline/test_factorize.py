@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ladabert.pipeline.factorize import break_even_rank, refactor, relative_error, svd_factors
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (64, 16), (1, 9), (96, 96)])
+def test_full_rank_svd_reproduces_the_weight(shape):
+    w = torch.randn(*shape)
+    u, v = svd_factors(w, min(shape))
+    assert u.shape == (shape[0], min(shape)) and v.shape == (min(shape), shape[1])
+    assert relative_error(w, u, v) < 1e-5
+
+
+def test_error_falls_as_rank_grows_and_matches_eckart_young():
+    w = torch.randn(60, 40, dtype=torch.float64)
+    s = torch.linalg.svdvals(w)
+    errors = [relative_error(w, *svd_factors(w, k)) for k in range(1, 41)]
+    assert all(a > b for a, b in zip(errors, errors[1:]))
+    for k in (5, 20):  # the truncated SVD's error is the tail of the singular values
+        assert errors[k - 1] == pytest.approx(float(s[k:].norm() / s.norm()), rel=1e-9)
+
+
+def test_singular_values_are_split_evenly_between_factors():
+    w = torch.randn(30, 20, dtype=torch.float64)
+    u, v = svd_factors(w, 10)
+    assert torch.allclose(u.norm(dim=0), v.norm(dim=1), rtol=1e-9)
+
+
+def test_refactor_equals_svd_of_the_product():
+    u0, v0 = torch.randn(200, 12, dtype=torch.float64), torch.randn(12, 50, dtype=torch.float64)
+    u, v = refactor(u0, v0, 5)
+    assert u.shape == (200, 5) and v.shape == (5, 50)
+    best = svd_factors(u0 @ v0, 5)
+    assert torch.allclose(u @ v, best[0] @ best[1], atol=1e-8)
+    assert torch.allclose(*(refactor(u0, v0, 12)[0] @ refactor(u0, v0, 12)[1], u0 @ v0), atol=1e-8)
+
+
+def test_break_even_and_bad_ranks():
+    assert break_even_rank(768, 3072) == pytest.approx(614.4)
+    with pytest.raises(ValueError, match=r"rank must be in \[1, 4\]"):
+        svd_factors(torch.randn(4, 6), 5)
+    with pytest.raises(ValueError, match="do not chain"):
+        refactor(torch.randn(4, 3), torch.randn(2, 5), 1)
