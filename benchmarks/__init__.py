@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests). Each writes JSON into benchmarks/results/; tables come from that JSON."""

@@ -1,0 +1,41 @@
+"""Record the teacher's fine-tuning result in ``benchmarks/results/teacher_<task>.json``.
+
+    ladabert finetune --task sst2 --out runs/teacher-sst2      # about 50 minutes on 2 CPU cores
+    python -m benchmarks.teacher --teacher runs/teacher-sst2
+
+With ``--run`` it fine-tunes first when the teacher directory does not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks._common import save_results
+
+KEYS = ["task", "metric", "value", "metrics", "steps", "epochs", "wall_s", "train_examples", "eval_examples",
+        "model", "config", "curve", "device", "machine", "versions", "git_sha"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="runs/teacher-sst2")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--run", action="store_true", help="fine-tune with the default settings if missing")
+    args = p.parse_args(argv)
+    metrics_path = Path(args.teacher) / "metrics.json"
+    if not metrics_path.is_file():
+        if not args.run:
+            p.error(f"{metrics_path} not found; fine-tune first or pass --run")
+        from ladabert.pipeline.teacher import FinetuneConfig, finetune
+
+        finetune(FinetuneConfig(task=args.task), args.teacher)
+    m = json.loads(metrics_path.read_text())
+    out = save_results(f"teacher_{m['task']}.json", {k: m[k] for k in KEYS if k in m} | {"teacher_dir": args.teacher})
+    print(f"{m['task']} teacher: {m['metric']} {m['value']:.4f}, {m['steps']} steps, {m['wall_s']:.0f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
