@@ -14,8 +14,24 @@ from pathlib import Path
 
 from benchmarks._common import save_results
 
-ROW_KEYS = ["method", "pattern", "hybrid", "ratio_target", "ratio", "encoder_ratio", "value", "value_at_init",
-            "teacher_params", "student_nonzero_params", "bytes", "steps", "wall_s", "curve", "device", "config"]
+ROW_KEYS = [
+    "method",
+    "pattern",
+    "hybrid",
+    "ratio_target",
+    "ratio",
+    "encoder_ratio",
+    "value",
+    "value_at_init",
+    "teacher_params",
+    "student_nonzero_params",
+    "bytes",
+    "steps",
+    "wall_s",
+    "curve",
+    "device",
+    "config",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,19 +49,32 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for ratio in args.ratios:
-        out = Path(args.runs_dir) / f"student-{args.task}-{args.method}-{args.pattern.replace(':', '')}-{ratio:g}x"
+        out = (
+            Path(args.runs_dir)
+            / f"student-{args.task}-{args.method}-{args.pattern.replace(':', '')}-{ratio:g}x"
+        )
         if not (out / "metrics.json").is_file():
-            cfg = compress_preset("default", task=args.task, ratio=ratio, method=args.method, pattern=args.pattern)
+            cfg = compress_preset(
+                "default", task=args.task, ratio=ratio, method=args.method, pattern=args.pattern
+            )
             compress(cfg, args.teacher, out, data_dir=args.data_dir)
         m = json.loads((out / "metrics.json").read_text())
         rows.append({k: m.get(k) for k in ROW_KEYS} | {"student_dir": str(out)})
-        print(f"{ratio:g}x: {m['metric']} {m['value']:.4f} (teacher {m['teacher_value']:.4f}), "
-              f"exact ratio {m['ratio']:.3f}, {m['steps']} steps, {m['wall_s']:.0f} s")
+        print(
+            f"{ratio:g}x: {m['metric']} {m['value']:.4f} (teacher {m['teacher_value']:.4f}), "
+            f"exact ratio {m['ratio']:.3f}, {m['steps']} steps, {m['wall_s']:.0f} s"
+        )
     teacher = json.loads((Path(args.teacher) / "metrics.json").read_text())
-    out = save_results(f"compress_{args.task}.json", {
-        "task": args.task, "metric": teacher["metric"], "teacher_value": m["teacher_value"],
-        "teacher_dir": args.teacher, "runs": rows,
-    })
+    out = save_results(
+        f"compress_{args.task}.json",
+        {
+            "task": args.task,
+            "metric": teacher["metric"],
+            "teacher_value": m["teacher_value"],
+            "teacher_dir": args.teacher,
+            "runs": rows,
+        },
+    )
     print(f"-> {out}")
     return 0
 

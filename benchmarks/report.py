@@ -24,8 +24,10 @@ def _pct(x: float) -> str:
 
 def _machine(d: dict) -> str:
     m = d.get("machine", {})
-    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores" if str(d.get("device", "")).startswith("cpu") else d.get(
-        "device", "?"
+    return (
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+        if str(d.get("device", "")).startswith("cpu")
+        else d.get("device", "?")
     )
 
 

@@ -14,8 +14,24 @@ from pathlib import Path
 
 from benchmarks._common import save_results
 
-KEYS = ["task", "metric", "value", "metrics", "steps", "epochs", "wall_s", "train_examples", "eval_examples",
-        "model", "config", "curve", "device", "machine", "versions", "git_sha"]
+KEYS = [
+    "task",
+    "metric",
+    "value",
+    "metrics",
+    "steps",
+    "epochs",
+    "wall_s",
+    "train_examples",
+    "eval_examples",
+    "model",
+    "config",
+    "curve",
+    "device",
+    "machine",
+    "versions",
+    "git_sha",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
         finetune(FinetuneConfig(task=args.task), args.teacher)
     m = json.loads(metrics_path.read_text())
-    out = save_results(f"teacher_{m['task']}.json", {k: m[k] for k in KEYS if k in m} | {"teacher_dir": args.teacher})
-    print(f"{m['task']} teacher: {m['metric']} {m['value']:.4f}, {m['steps']} steps, {m['wall_s']:.0f} s -> {out}")
+    out = save_results(
+        f"teacher_{m['task']}.json", {k: m[k] for k in KEYS if k in m} | {"teacher_dir": args.teacher}
+    )
+    print(
+        f"{m['task']} teacher: {m['metric']} {m['value']:.4f}, {m['steps']} steps, {m['wall_s']:.0f} s -> {out}"
+    )
     return 0
 
 

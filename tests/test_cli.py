@@ -56,3 +56,48 @@ def test_finetune_then_eval_through_the_cli(tmp_path, tiny_bert_dir, synthetic_g
     assert main(["eval", str(out), "--max-eval-samples", "50", *args]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["eval_examples"] == 50 and 0.0 <= m["value"] <= 1.0
+
+
+def test_run_goes_end_to_end_on_a_tiny_model(tmp_path, tiny_bert_dir, synthetic_glue, capsys):
+    rc = main(
+        [
+            "run",
+            "--quick",
+            "--out",
+            str(tmp_path / "run"),
+            "--model",
+            str(tiny_bert_dir),
+            "--data-dir",
+            str(synthetic_glue),
+            "--max-length",
+            "32",
+            "--compress-max-steps",
+            "20",
+            "--ratio",
+            "3",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "[4/4] predict" in out and (tmp_path / "run" / "student-3x-onnx" / "model_int8.onnx").is_file()
+    # A second run reuses every stage.
+    assert (
+        main(
+            [
+                "run",
+                "--quick",
+                "--out",
+                str(tmp_path / "run"),
+                "--model",
+                str(tiny_bert_dir),
+                "--data-dir",
+                str(synthetic_glue),
+                "--max-length",
+                "32",
+                "--ratio",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.count("reusing") == 3

@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 NOT_YET = {
-    "export": "ONNX export with graph rewrites (issue: ONNX export)",
     "bench": "latency benchmark against BERT-base (issue: latency benchmarks)",
-    "predict": "prediction from an exported ONNX bundle (issue: ONNX export)",
 }
 
 
@@ -90,6 +88,22 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         p.add_argument(f"--{w}", type=float, default=None, help="distillation loss setting")
 
 
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", nargs="+", default=None, help="fp32 int8 fp16 (default: fp32 int8)")
+    p.add_argument(
+        "--merge", default=None, help="merge factors back to dense: break-even (default) | all | none"
+    )
+    p.add_argument("--no-fuse", action="store_true", help="skip ONNX Runtime's transformer fusions")
+    p.add_argument("--no-skip-layer-norm", action="store_true", help="do not fuse Add+LayerNorm")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=None,
+        help="largest allowed metric drop of int8 (default 0.01 = 1 point)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladabert",
@@ -114,12 +128,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
 
+    p = sub.add_parser("export", help="export a student or teacher to a validated ONNX bundle")
+    p.add_argument("model_dir", help="student (ladabert compress) or fine-tuned teacher directory")
+    p.add_argument("--out", required=True, help="bundle directory (written only if validation passes)")
+    _add_data_args(p)
+    _add_export_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    p = sub.add_parser("predict", help="classify text with an exported bundle (needs no torch)")
+    p.add_argument("bundle", help="directory written by ladabert export")
+    p.add_argument("texts", nargs="+", help="text(s) to classify")
+    p.add_argument("--pair", nargs="+", default=None, help="second segment(s) for pair tasks")
+    p.add_argument("--precision", default="fp32", help="fp32 | int8 (default fp32)")
+    p.add_argument("--runtime", default="onnxruntime", help="onnxruntime | openvino")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's dev set")
     p.add_argument("model_dir")
     _add_data_args(p)
 
     p = sub.add_parser(
-        "run", help="end-to-end main job on the embedded default (finetune, then what has landed)"
+        "run",
+        help="end-to-end main job on the embedded default: finetune (or reuse), compress, export, predict",
     )
     _add_data_args(p)
     _add_finetune_args(p)
@@ -127,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="a few-minute run on a subset (same as --preset quick)"
     )
+    _add_compress_args(p, prefix="compress-")
+    _add_export_args(p)
 
     for name, what in NOT_YET.items():
         p = sub.add_parser(name, help=f"{what} [not available yet]")
@@ -216,6 +249,73 @@ def _print_student(m: dict, out: str) -> None:
     )
 
 
+def _export_config(args: argparse.Namespace):  # noqa: ANN202
+    from ladabert.errors import LadaBertError
+    from ladabert.export.bundle import ExportConfig
+
+    kw = {}
+    if getattr(args, "precision", None):
+        kw["precisions"] = tuple(args.precision)
+    for f in ("merge", "opset", "int8_max_drop", "max_length", "max_eval_samples"):
+        if getattr(args, f, None) is not None:
+            kw[f] = getattr(args, f)
+    if getattr(args, "no_fuse", False):
+        kw["fuse"] = False
+    if getattr(args, "no_skip_layer_norm", False):
+        kw["skip_layer_norm"] = False
+    if getattr(args, "task", None) and args.command == "export":
+        kw["task"] = args.task
+    try:
+        return ExportConfig(**kw)
+    except ValueError as exc:
+        raise LadaBertError(f"invalid setting: {exc}") from None
+
+
+def _print_bundle(m: dict, out: str) -> None:
+    v = m["validation"]
+    line = (
+        f"{m['task']} dev {m['metric']}: PyTorch {v['pytorch_value']:.4f}, ONNX fp32 {v['fp32']['value']:.4f} "
+        f"(max logit diff {v['fp32']['max_abs_diff']:.2g})"
+    )
+    if "int8" in v:
+        line += f", ONNX int8 {v['int8']['value']:.4f}"
+    print(
+        f"{line}; fused attention nodes {m['fused_attention_nodes']}/{m['num_layers']} layers -> "
+        f"{Path(out).absolute()}"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ladabert.export.bundle import export_bundle
+
+    m = export_bundle(
+        args.model_dir, args.out, _export_config(args), data_dir=args.data_dir, overwrite=args.overwrite
+    )
+    _print_bundle(m, args.out)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ladabert.errors import LadaBertError
+    from ladabert.export.runner import OnnxClassifier
+
+    if args.pair is not None and len(args.pair) != len(args.texts):
+        raise LadaBertError(
+            f"got {len(args.texts)} text(s) but {len(args.pair)} --pair segment(s); give one each"
+        )
+    clf = OnnxClassifier(args.bundle, precision=args.precision, runtime=args.runtime, threads=args.threads)
+    preds = clf.predict(args.texts, args.pair)
+    if args.json:
+        print(json.dumps([{"text": t, **p} for t, p in zip(args.texts, preds)], indent=2))
+    else:
+        for t, p in zip(args.texts, preds):
+            if "label" in p:
+                print(f"{p['label']}\t{p['probabilities'][p['label']]:.4f}\t{t}")
+            else:
+                print(f"{p['score']:.4f}\t{t}")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import finetune
 
@@ -256,9 +356,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _finetune_config(args)
     if (teacher_dir / "metrics.json").is_file():
         m = json.loads((teacher_dir / "metrics.json").read_text())
-        print(f"[1/2] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
+        print(f"[1/4] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
     else:
-        print(f"[1/2] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
+        print(f"[1/4] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
         m = finetune(cfg, teacher_dir, data_dir=args.data_dir)
         print(
             f"      {m['task']} dev {m['metric']} = {m['value']:.4f} ({m['steps']} steps, {m['wall_s']:.0f} s)"
@@ -269,14 +369,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     student_dir = run_dir / f"student-{ccfg.ratio:g}x"
     if (student_dir / "metrics.json").is_file():
         sm = json.loads((student_dir / "metrics.json").read_text())
-        print(f"[2/2] student: reusing {student_dir}")
+        print(f"[2/4] student: reusing {student_dir}")
     else:
         print(
-            f"[2/2] student: {ccfg.method} compression to {ccfg.ratio:g}x with distillation -> {student_dir}"
+            f"[2/4] student: {ccfg.method} compression to {ccfg.ratio:g}x with distillation -> {student_dir}"
         )
         sm = compress(ccfg, teacher_dir, student_dir, data_dir=args.data_dir)
     _print_student(sm, str(student_dir))
-    print("export and predict join this run as their issues land.")
+    from ladabert.export.bundle import export_bundle
+    from ladabert.export.runner import OnnxClassifier
+
+    bundle = run_dir / f"student-{ccfg.ratio:g}x-onnx"
+    if (bundle / "ladabert.json").is_file():
+        bm = json.loads((bundle / "ladabert.json").read_text())
+        print(f"[3/4] export: reusing {bundle}")
+    else:
+        print(f"[3/4] export: ONNX fp32 + int8, validated against PyTorch -> {bundle}")
+        bm = export_bundle(student_dir, bundle, _export_config(args), data_dir=args.data_dir)
+    _print_bundle(bm, str(bundle))
+    examples = ["a gripping , beautifully acted film", "a dull , lifeless mess"]
+    print("[4/4] predict (ONNX Runtime, int8):")
+    clf = OnnxClassifier(bundle, precision="int8" if "int8" in bm["files"] else "fp32")
+    for text, p in zip(examples, clf.predict(examples)):
+        print(f"      {p.get('label', p.get('score'))}\t{text}")
     return 0
 
 
@@ -299,9 +414,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ladabert.errors import LadaBertError
 
-    handler = {"finetune": cmd_finetune, "compress": cmd_compress, "eval": cmd_eval, "run": cmd_run}[
-        args.command
-    ]
+    handler = {
+        "finetune": cmd_finetune,
+        "compress": cmd_compress,
+        "eval": cmd_eval,
+        "run": cmd_run,
+        "export": cmd_export,
+        "predict": cmd_predict,
+    }[args.command]
     try:
         return handler(args)
     except LadaBertError as exc:

@@ -48,7 +48,9 @@ class _MultiHeadAttention(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, q, k, v, bias, key_padding_mask, num_heads: int):  # noqa: ANN001
-        return g.op("com.microsoft::MultiHeadAttention", q, k, v, bias, key_padding_mask, num_heads_i=num_heads)
+        return g.op(
+            "com.microsoft::MultiHeadAttention", q, k, v, bias, key_padding_mask, num_heads_i=num_heads
+        )
 
 
 def _weight_and_bias(layer: nn.Module) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -74,31 +76,41 @@ class _FusedSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = orig.num_attention_heads
         self.holder = holder
-        (q, self.bq), (k, self.bk), (v, self.bv) = (_weight_and_bias(getattr(orig, n)) for n in ("query", "key", "value"))
+        (q, bq), (k, bk), (v, bv) = (_weight_and_bias(getattr(orig, n)) for n in ("query", "key", "value"))
+        self.bq, self.bk, self.bv = bq, bk, bv
+        # Buffers, not plain attributes, so that the exporter writes them as initializers that the
+        # graph rewrites can see (plain tensors would be traced as Constant nodes).
         if all(len(f) == 2 for f in (q, k, v)):
             # One MatMul for the three first factors, then the second factors per projection.
-            self.first = torch.cat([q[0], k[0], v[0]], dim=0).detach()
+            self.register_buffer("first", torch.cat([q[0], k[0], v[0]], dim=0).detach())
             self.splits = [q[0].shape[0], k[0].shape[0], v[0].shape[0]]
-            self.second = [q[1].detach(), k[1].detach(), v[1].detach()]
+            for name, f in zip("qkv", (q, k, v)):
+                self.register_buffer(f"second_{name}", f[1].detach())
         else:
             self.first, self.splits = None, None
-            self.factors = [[t.detach() for t in f] for f in (q, k, v)]
+            for name, f in zip("qkv", (q, k, v)):
+                for i, t in enumerate(f):
+                    self.register_buffer(f"w_{name}{i}", t.detach())
+            self.depth = [len(f) for f in (q, k, v)]
+        for name, b in zip("qkv", (self.bq, self.bk, self.bv)):
+            delattr(self, f"b{name}")
+            self.register_buffer(f"b{name}", b.detach())
 
     def _project(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.first is not None:
             low = F.linear(x, self.first).split(self.splits, dim=-1)
-            return [F.linear(part, u) for part, u in zip(low, self.second)]
+            return [F.linear(part, getattr(self, f"second_{n}")) for part, n in zip(low, "qkv")]
         outs = []
-        for factors in self.factors:
+        for name, depth in zip("qkv", self.depth):
             y = x
-            for w in factors:
-                y = F.linear(y, w)
+            for i in range(depth):
+                y = F.linear(y, getattr(self, f"w_{name}{i}"))
             outs.append(y)
         return outs
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
         q, k, v = self._project(hidden_states)
-        bias = torch.cat([self.bq, self.bk, self.bv]).detach()
+        bias = torch.cat([self.bq, self.bk, self.bv])
         mask = self.holder.mask.to(torch.int32)
         return _MultiHeadAttention.apply(q, k, v, bias, mask, self.num_heads), None
 
@@ -112,12 +124,16 @@ class _ExportWrapper(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
         self.holder.mask = attention_mask
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).logits
 
 
 def has_factorized_attention(model: nn.Module) -> bool:
     return any(
-        isinstance(m, FactorizedLinear) for n, m in model.named_modules() if n.endswith(("query", "key", "value"))
+        isinstance(m, FactorizedLinear)
+        for n, m in model.named_modules()
+        if n.endswith(("query", "key", "value"))
     )
 
 

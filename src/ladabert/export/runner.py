@@ -1,0 +1,143 @@
+"""Run an exported bundle with ONNX Runtime (or OpenVINO) and the ``tokenizers`` library only: no torch.
+
+    ladabert predict runs/main/onnx "a gripping, beautifully acted film"
+
+Example::
+
+    from ladabert.export.runner import OnnxClassifier
+    clf = OnnxClassifier("runs/main/onnx")
+    clf.predict(["a gripping film", "a dull mess"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ladabert.errors import LadaBertError
+
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def load_tokenizer(bundle: Path, max_length: int) -> Any:
+    from tokenizers import Tokenizer
+
+    path = bundle / "tokenizer.json"
+    if not path.is_file():
+        raise LadaBertError(f"{bundle} has no tokenizer.json; export the bundle again with ladabert export")
+    tok = Tokenizer.from_file(str(path))
+    tok.enable_truncation(max_length)
+    pad_id = tok.token_to_id("[PAD]")
+    tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+    return tok
+
+
+def encode(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Token ids, attention mask and token types as int64 arrays, padded to the longest in the batch."""
+    batch = list(zip(texts, pairs)) if pairs is not None else list(texts)
+    encs = tokenizer.encode_batch(batch)
+    return {
+        "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
+        "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
+        "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
+    }
+
+
+class OnnxClassifier:
+    """A sequence classifier from an exported bundle directory.
+
+    Args:
+        bundle: directory written by ``ladabert export``.
+        precision: ``fp32`` (``model.onnx``) or ``int8`` (``model_int8.onnx``), or a file name.
+        runtime: ``onnxruntime`` or ``openvino``.
+        threads: intra-op threads (None: the runtime's default).
+        max_length: tokens per example (default: the bundle's export setting).
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike,
+        precision: str = "fp32",
+        runtime: str = "onnxruntime",
+        threads: int | None = None,
+        max_length: int | None = None,
+    ):
+        self.bundle = Path(bundle)
+        meta_path = self.bundle / "ladabert.json"
+        if not meta_path.is_file():
+            raise LadaBertError(f"{bundle} has no ladabert.json; pass a directory written by ladabert export")
+        self.meta = json.loads(meta_path.read_text())
+        files = self.meta.get("files", {})
+        fname = files.get(precision, precision if precision.endswith(".onnx") else None)
+        if fname is None or not (self.bundle / fname).is_file():
+            raise LadaBertError(
+                f"{bundle} has no {precision} model (it has {', '.join(files) or 'none'}); "
+                f"export with --precision {precision}"
+            )
+        self.path = self.bundle / fname
+        config = json.loads((self.bundle / "config.json").read_text())
+        self.labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        self.tokenizer = load_tokenizer(self.bundle, max_length or self.meta.get("max_length", 128))
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            if threads:
+                so.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            self._run = lambda feeds: self.session.run(None, feeds)[0]
+        elif runtime == "openvino":
+            self._run = _openvino_runner(self.path, threads)
+        else:
+            raise LadaBertError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+
+    def logits(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64
+    ) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            feeds = encode(
+                self.tokenizer,
+                texts[i : i + batch_size],
+                None if pairs is None else pairs[i : i + batch_size],
+            )
+            out.append(self._run(feeds))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels) or 1), dtype=np.float32)
+
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Label and class probabilities for each text (or text pair)."""
+        logits = self.logits(texts, pairs)
+        if logits.shape[-1] == 1:
+            return [{"score": float(x[0])} for x in logits]
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = z / z.sum(-1, keepdims=True)
+        return [
+            {
+                "label": self.labels.get(int(p.argmax()), str(int(p.argmax()))),
+                "probabilities": {self.labels.get(i, str(i)): round(float(v), 6) for i, v in enumerate(p)},
+            }
+            for p in probs
+        ]
+
+
+def _openvino_runner(path: Path, threads: int | None) -> Any:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise LadaBertError(
+            "the openvino runtime is not installed; pip install 'ladabert[openvino]'"
+        ) from None
+    core = ov.Core()
+    cfg = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        names = {i.get_any_name() for i in compiled.inputs}
+        return compiled({k: v for k, v in feeds.items() if k in names})[compiled.outputs[0]]
+
+    return run
