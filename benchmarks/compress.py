@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._common import save_results
+from benchmarks._common import load_results, save_results
 
 ROW_KEYS = [
     "method",
@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             f"exact ratio {m['ratio']:.3f}, {m['steps']} steps, {m['wall_s']:.0f} s"
         )
     teacher = json.loads((Path(args.teacher) / "metrics.json").read_text())
+    # Merge with rows recorded earlier (other ratios, methods or patterns), replacing same-key rows.
+    key = ("method", "pattern", "ratio_target")
+    previous = (load_results(f"compress_{args.task}.json") or {}).get("runs", [])
+    mine = {tuple(r[k] for k in key) for r in rows}
+    rows = sorted(
+        [r for r in previous if tuple(r[k] for k in key) not in mine] + rows,
+        key=lambda r: (r["method"], r["pattern"] or "", r["ratio_target"]),
+    )
     out = save_results(
         f"compress_{args.task}.json",
         {
