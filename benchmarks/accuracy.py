@@ -1,0 +1,257 @@
+"""The accuracy and training-cost table: LadaBERT against its ablations, on real data.
+
+    python -m benchmarks.accuracy --task sst2                   # every row; resumable
+    python -m benchmarks.accuracy --task sst2 --only hybrid-unstructured-10x distill-only-none-10x
+    python -m benchmarks.accuracy --task sst2 --render          # table and plots from the JSON only
+
+One run per row; a row already in ``benchmarks/results/accuracy_<task>.json`` is skipped, and a killed
+row resumes from its checkpoints (students live in ``runs/student-<task>-<method>-<pattern>-<R>x``), so
+the command can be re-run across sessions until the table is complete. Writes the JSON, a markdown
+table (``accuracy_<task>.md``) and two plots (``accuracy_vs_ratio_<task>.png``,
+``accuracy_vs_steps_<task>.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import RESULTS, load_results, save_results
+
+# (method, pattern, ratio, train fraction): the paper's table plus the training-cost rows.
+ROWS = [
+    ("hybrid", "unstructured", 2.5, 1.0),
+    ("hybrid", "unstructured", 5.0, 1.0),
+    ("hybrid", "unstructured", 10.0, 1.0),
+    ("hybrid", "unstructured", 20.0, 1.0),
+    ("hybrid", "block", 5.0, 1.0),
+    ("hybrid", "block", 10.0, 1.0),
+    ("hybrid", "n:m", 5.0, 1.0),
+    ("hybrid", "n:m", 10.0, 1.0),
+    ("svd", "unstructured", 10.0, 1.0),
+    ("prune", "unstructured", 10.0, 1.0),
+    ("distill-only", "none", 10.0, 1.0),
+    ("hybrid", "unstructured", 10.0, 0.1),
+    ("distill-only", "none", 10.0, 0.1),
+]
+
+
+def row_id(method: str, pattern: str, ratio: float, fraction: float) -> str:
+    pat = "none" if method == "distill-only" else pattern.replace(":", "")
+    return f"{method}-{pat}-{ratio:g}x" + ("" if fraction == 1.0 else f"-{int(fraction * 100)}pct")
+
+
+def steps_to_reach(curve: list[list[float]], target: float) -> int | None:
+    """First evaluated step whose value is >= ``target`` (None: never within the run)."""
+    return next((int(s) for s, v in curve if v >= target), None)
+
+
+def run_row(
+    args: argparse.Namespace, method: str, pattern: str, ratio: float, fraction: float
+) -> dict[str, Any]:
+    from ladabert.pipeline.compress import compress, compress_preset
+    from ladabert.pipeline.data import load_glue
+
+    rid = row_id(method, pattern, ratio, fraction)
+    out = Path(args.runs_dir) / f"student-{args.task}-{rid}"
+    if not (out / "metrics.json").is_file():
+        overrides: dict[str, Any] = {
+            "task": args.task,
+            "ratio": ratio,
+            "method": method,
+            "eval_steps": args.eval_steps,
+        }
+        if method != "distill-only":
+            overrides["pattern"] = pattern
+        if args.max_steps:
+            overrides["max_steps"] = args.max_steps
+        if fraction < 1.0:
+            n = len(load_glue(args.task, "train", args.data_dir))
+            overrides["max_train_samples"] = int(n * fraction)
+        elif args.max_train_samples:
+            overrides["max_train_samples"] = args.max_train_samples
+        compress(compress_preset("default", **overrides), args.teacher, out, data_dir=args.data_dir)
+    m = json.loads((out / "metrics.json").read_text())
+    return {
+        "id": rid,
+        "method": method,
+        "pattern": m["pattern"] or "none",
+        "ratio_target": ratio,
+        "ratio": m["ratio"],
+        "train_fraction": fraction,
+        "value": m["value"],
+        "value_at_init": m["value_at_init"],
+        "params": m["student_nonzero_params"],
+        "teacher_params": m["teacher_params"],
+        "steps": m["steps"],
+        "wall_s": m["wall_s"],
+        "device": m["device"],
+        "curve": m["curve"],
+        "student_dir": str(out),
+    }
+
+
+def render(task: str) -> None:
+    d = load_results(f"accuracy_{task}.json")
+    if not d:
+        raise SystemExit(f"no accuracy_{task}.json yet")
+    t = d["teacher_value"]
+    lines = [
+        f"| row | method | pattern | target | exact ratio | non-zero params | dev {d['metric']} | % of teacher | steps | "
+        "wall | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| teacher | fine-tuned | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
+        f"{d.get('teacher_steps', '-')} | - | - |",
+    ]
+    for r in d["rows"]:
+        lines.append(
+            f"| {r['id']} | {r['method']} | {r['pattern']} | {r['ratio_target']:g}x | {r['ratio']:.3f}x | "
+            f"{r['params']:,} | {100 * r['value']:.2f}% | {100 * r['value'] / t:.1f}% | {r['steps']:,} | "
+            f"{r['wall_s'] / 60:.0f} min | {r['device']} |"
+        )
+    if d.get("training_cost"):
+        lines += [
+            "",
+            "| comparison | LadaBERT final | steps LadaBERT needs | steps distill-only needs |",
+            "|---|---|---|---|",
+        ]
+        for c in d["training_cost"]:
+            lines.append(
+                f"| {c['setting']} | {100 * c['target']:.2f}% (-1 pt) | {c['ladabert_steps']} | "
+                f"{c['distill_only_steps'] or 'not reached in ' + str(c['distill_only_max_steps'])} |"
+            )
+    (RESULTS / f"accuracy_{task}.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups: dict[str, list] = {}
+    for r in d["rows"]:
+        if r["train_fraction"] == 1.0:
+            groups.setdefault(f"{r['method']} ({r['pattern']})", []).append((r["ratio"], 100 * r["value"]))
+    for name, pts in sorted(groups.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    ax.axhline(100 * t, color="k", ls="--", label="teacher")
+    ax.set(
+        xscale="log",
+        xlabel="compression ratio (teacher / non-zero params)",
+        ylabel=f"dev {d['metric']} (%)",
+        title=f"{task}: accuracy vs compression",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"accuracy_vs_ratio_{task}.png", dpi=120)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in d["rows"]:
+        if (
+            r["ratio_target"] == 10.0
+            and r["method"] in ("hybrid", "distill-only")
+            and r["pattern"] in ("unstructured", "none")
+            and r["curve"]
+        ):
+            ax.plot([c[0] for c in r["curve"]], [100 * c[1] for c in r["curve"]], "o-", label=r["id"])
+    ax.axhline(100 * t, color="k", ls="--", label="teacher")
+    ax.set(xlabel="training steps", ylabel=f"dev {d['metric']} (%)", title=f"{task} 10x: accuracy vs steps")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"accuracy_vs_steps_{task}.png", dpi=120)
+    print(f"rendered {RESULTS / f'accuracy_{task}.md'} and two plots")
+
+
+def training_cost(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for frac, label in ((1.0, "10x, full training set"), (0.1, "10x, 10% of the training set")):
+        lada = next(
+            (
+                r
+                for r in rows
+                if r["method"] == "hybrid"
+                and r["pattern"] == "unstructured"
+                and r["ratio_target"] == 10.0
+                and r["train_fraction"] == frac
+            ),
+            None,
+        )
+        dist = next(
+            (
+                r
+                for r in rows
+                if r["method"] == "distill-only" and r["ratio_target"] == 10.0 and r["train_fraction"] == frac
+            ),
+            None,
+        )
+        if lada and dist:
+            target = lada["value"] - 0.01
+            out.append(
+                {
+                    "setting": label,
+                    "target": target,
+                    "ladabert_steps": steps_to_reach(lada["curve"], target),
+                    "distill_only_steps": steps_to_reach(dist["curve"], target),
+                    "distill_only_max_steps": dist["steps"],
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--teacher", default=None, help="default runs/teacher-<task>")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--only", nargs="+", default=None, help="row ids to run (see ROWS)")
+    p.add_argument("--max-steps", type=int, default=None, help="override the default 3000 steps")
+    p.add_argument("--max-train-samples", type=int, default=None, help="for quick development runs")
+    p.add_argument("--eval-steps", type=int, default=250, help="evaluate every N steps (the curves)")
+    p.add_argument("--render", action="store_true", help="only render the table and plots")
+    args = p.parse_args(argv)
+    args.teacher = args.teacher or f"runs/teacher-{args.task}"
+    if args.render:
+        render(args.task)
+        return 0
+    teacher = json.loads((Path(args.teacher) / "metrics.json").read_text())
+    name = f"accuracy_{args.task}.json"
+    done = {r["id"]: r for r in (load_results(name) or {}).get("rows", [])}
+    for method, pattern, ratio, frac in ROWS:
+        rid = row_id(method, pattern, ratio, frac)
+        if rid in done or (args.only and rid not in args.only):
+            continue
+        t0 = time.perf_counter()
+        row = run_row(args, method, pattern, ratio, frac)
+        print(f"{rid}: {row['value']:.4f} ({time.perf_counter() - t0:.0f} s)")
+        # Re-read before writing: another process may have added rows meanwhile.
+        done = {r["id"]: r for r in (load_results(name) or {}).get("rows", [])} | {rid: row}
+        rows = [done[row_id(*r)] for r in ROWS if row_id(*r) in done]
+        save_results(
+            name,
+            {
+                "task": args.task,
+                "metric": teacher["metric"],
+                "teacher_value": teacher["value"],
+                "teacher_params": _teacher_params(args.teacher),
+                "teacher_steps": teacher["steps"],
+                "rows": rows,
+                "training_cost": training_cost(rows),
+            },
+        )
+    if load_results(name):
+        render(args.task)
+    return 0
+
+
+def _teacher_params(path: str) -> int:
+    from ladabert.pipeline.student import load_classifier
+
+    return sum(p.numel() for p in load_classifier(path).parameters())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
