@@ -327,6 +327,7 @@ def compress(
         "method": config.method,
         "pattern": config.pattern if config.method != "distill-only" else None,
         "hybrid": config.hybrid_share if config.method != "distill-only" else None,
+        "block_size": config.block_size if config.pattern == "block" else None,
         "ratio_target": config.ratio,
         "ratio": teacher_counts["total"] / counts["total"],
         "encoder_ratio": teacher_counts["encoder_linear"] / max(1, counts["encoder_linear"]),

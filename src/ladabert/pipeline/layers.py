@@ -41,6 +41,10 @@ class FactorizedLinear(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton":
+            from ladabert.kernels.modules import factorized_forward
+
+            return factorized_forward(self, x)
         return F.linear(F.linear(x, self.V), self.U, self.bias)
 
     @torch.no_grad()
@@ -64,6 +68,14 @@ class MaskedLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
         self.register_buffer("weight_mask", torch.ones(out_features, in_features, dtype=torch.bool))
+        self.backend = "torch"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton":
+            from ladabert.kernels.modules import masked_forward
+
+            return masked_forward(self, x)
+        return F.linear(x, self.weight, self.bias)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> MaskedLinear:

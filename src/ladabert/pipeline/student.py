@@ -54,12 +54,17 @@ class LadaBertForSequenceClassification(BertForSequenceClassification):
         for name, spec in (section.get("layers") or {}).items():
             self.set_submodule(name, _build_layer(name, spec, self.get_submodule(name)))
 
-    def set_backend(self, backend: str) -> LadaBertForSequenceClassification:
-        """Select the implementation of factorized layers: ``torch`` or ``triton`` (see ladabert.kernels)."""
-        for mod in self.modules():
-            if isinstance(mod, FactorizedLinear):
-                mod.backend = backend
-        return self
+    def set_backend(self, backend: str, block: int | None = None) -> LadaBertForSequenceClassification:
+        """Run compressed layers with ``torch`` or ``triton`` kernels (see :mod:`ladabert.kernels.modules`).
+
+        ``block`` is the tile size of a ``block``-pattern student (read from the config when omitted).
+        """
+        from ladabert.kernels.modules import set_backend
+
+        section = getattr(self.config, "ladabert", None) or {}
+        if block is None and section.get("pattern") == "block":
+            block = section.get("block_size", 16)
+        return set_backend(self, backend, block)
 
 
 def layer_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
