@@ -11,9 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-NOT_YET = {
-    "bench": "latency benchmark against BERT-base (issue: latency benchmarks)",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -143,6 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="onnxruntime", help="onnxruntime | openvino")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("bench", help="latency of BERT-base-shaped students and bundles against BERT-base")
+    p.add_argument("--quick", action="store_true", help="batch 1 and 8, sequence 128")
+    p.add_argument("--ratios", type=float, nargs="+", default=[2.5, 5.0, 10.0, 20.0])
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="pytorch-fp32 pytorch-bf16 ort-fp32 ort-int8 "
+        "openvino-f32 openvino-bf16 openvino-int8 (default: all available)",
+    )
+    p.add_argument("--bundle", nargs="*", default=[], help="exported bundles to measure too")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument(
+        "--out", default="runs/bench.json", help="JSON file for the rows (default runs/bench.json)"
+    )
 
     p = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's dev set")
     p.add_argument("model_dir")
@@ -316,6 +331,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ladabert.export.latency import ALL_BACKENDS, run_benchmark
+    from ladabert.utils import run_environment, write_json_atomic
+
+    batches, seqs = ([1, 8], [128]) if args.quick else ([1, 8, 32], [32, 128, 384])
+    res = run_benchmark(
+        args.ratios,
+        list(args.backends or ALL_BACKENDS),
+        batches,
+        seqs,
+        args.threads,
+        args.rounds or (20 if args.quick else 10),
+        warmup=2,
+        bundles=[Path(b) for b in args.bundle],
+    )
+    write_json_atomic(args.out, {**res, **run_environment()})
+    print(
+        f"{'model':>24} {'backend':>14} {'batch':>5} {'seq':>4} {'median ms':>10} {'vs ORT fp32':>11} "
+        f"{'vs fastest':>10}"
+    )
+    for r in res["rows"]:
+        print(
+            f"{r['model']:>24} {r['backend']:>14} {r['batch']:>5} {r['seq']:>4} {r['median_ms']:10.2f} "
+            f"{r['speedup_vs_ort_fp32'] or 0:10.2f}x {r['speedup_vs_fastest'] or 0:9.2f}x"
+        )
+    print(f"-> {Path(args.out).absolute()}")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import finetune
 
@@ -421,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "export": cmd_export,
         "predict": cmd_predict,
+        "bench": cmd_bench,
     }[args.command]
     try:
         return handler(args)
