@@ -59,6 +59,70 @@ def render() -> str:
             f"**LadaBERT students** of that teacher (`{path.name}`; teacher {_pct(d['teacher_value'])}%, "
             f"{_machine(d)}):\n\n" + "\n".join(rows)
         )
+    for path in sorted(RESULTS.glob("hybrid_share_*.json")):
+        d = json.loads(path.read_text())
+        ratios = sorted({r["ratio_target"] for r in d["rows"]})
+        shares = sorted({r["hybrid"] for r in d["rows"]})
+        rows = [
+            "| hybrid share h | " + " | ".join(f"{x:g}x" for x in ratios) + " |",
+            "|---|" + "---|" * len(ratios),
+        ]
+        for h in shares:
+            cells = [
+                next(
+                    _pct(r["value_at_init"]) for r in d["rows"] if r["hybrid"] == h and r["ratio_target"] == x
+                )
+                for x in ratios
+            ]
+            rows.append(f"| {h:g} | " + " | ".join(f"{c}%" for c in cells) + " |")
+        parts.append(
+            f"**Hybrid share before distillation** (`{path.name}`): dev {d['metric']} of the teacher compressed "
+            f"with share h of the reduction from SVD (0 = pruning only, 1 = SVD only), no training; teacher "
+            f"{_pct(d['teacher_value'])}%.\n\n" + "\n".join(rows)
+        )
+    for path in sorted(RESULTS.glob("export_*.json")):
+        d = json.loads(path.read_text())
+        rows = [
+            "| model | ratio | PyTorch | ONNX fp32 | ONNX int8 | fused attention / layers | nodes per stage |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in d["rows"]:
+            stages = " -> ".join(f"{k} {v}" for k, v in r["nodes_per_stage"].items())
+            int8 = _pct(r["onnx_int8_value"]) + "%" if r["onnx_int8_value"] is not None else "-"
+            rows.append(
+                f"| {r['kind']} `{Path(r['source']).name}` | {r['ratio']:.2f}x | {_pct(r['pytorch_value'])}% | "
+                f"{_pct(r['onnx_fp32_value'])}% | {int8} | {r['fused_attention_nodes']} / {r['num_layers']} | "
+                f"{stages} |"
+            )
+        parts.append(
+            f"**ONNX export** (`{path.name}`, dev {d['metric']} on all {d['rows'][0]['eval_examples']} "
+            "examples):\n\n" + "\n".join(rows)
+        )
+    for path in sorted(RESULTS.glob("latency_*.json")):
+        d = json.loads(path.read_text())
+        sel = [r for r in d["rows"] if r["seq"] == 128 and r["batch"] in (1, 8)]
+        rows = [
+            "| model | ratio | backend | batch | median ms | vs BERT-base ORT fp32 | vs BERT-base ORT int8 | "
+            "vs BERT-base fastest |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(sel, key=lambda r: (r["batch"], r["ratio"], r["model"], r["median_ms"])):
+            rows.append(
+                f"| {r['model']} | {r['ratio']:.2f}x | {r['backend']} | {r['batch']} | {r['median_ms']:.2f} | "
+                f"{r['speedup_vs_ort_fp32']:.2f}x | {r['speedup_vs_ort_int8']:.2f}x | "
+                f"{r['speedup_vs_fastest']:.2f}x |"
+            )
+        png = path.with_suffix(".png").name
+        parts.append(
+            f"**Latency** (`{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence 128, "
+            f"interleaved medians of one run; students are BERT-base-shaped, {d['settings']['student_pattern']} "
+            f"pattern, random weights):\n\n" + "\n".join(rows) + f"\n\n![latency](benchmarks/results/{png})"
+        )
+    for path in sorted(RESULTS.glob("accuracy_*.md")):
+        parts.append(
+            f"**Accuracy table** (`{path.name}`, from `{path.with_suffix('.json').name}`):\n\n"
+            + path.read_text().strip()
+        )
     return "\n\n".join(parts) if parts else "_No results yet: run the benchmarks._"
 
 
