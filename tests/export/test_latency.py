@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from ladabert.export.latency import BASE, Runner, add_speedups, measure
+
+
+def test_measure_interleaves_runners_and_computes_ratios():
+    calls = []
+
+    def runner(name, backend):
+        return Runner(name, 1.0 if name == BASE else 10.0, backend, lambda feeds: calls.append((name, backend)))
+
+    runners = [runner(BASE, "ort-fp32"), runner(BASE, "ort-int8"), runner("student-10x", "ort-fp32")]
+    rows = measure(runners, batches=[1], seqs=[8], rounds=3, warmup=1, vocab=30522, progress=False)
+    # After one warm-up call each, every round calls every runner once, in order.
+    timed = calls[3:]
+    assert timed == [(r.model, r.backend) for r in runners] * 3
+    assert len(rows) == 3 and all(r["samples"] == 3 for r in rows)
+    for r in rows:
+        assert r["p90_ms"] >= r["median_ms"] >= r["p20_ms"] >= 0
+
+
+def test_speedups_are_ratios_to_bert_base_in_the_same_run():
+    rows = [
+        {"model": BASE, "backend": "ort-fp32", "batch": 1, "seq": 128, "median_ms": 80.0},
+        {"model": BASE, "backend": "ort-int8", "batch": 1, "seq": 128, "median_ms": 25.0},
+        {"model": BASE, "backend": "openvino-int8", "batch": 1, "seq": 128, "median_ms": 15.0},
+        {"model": "student-10x", "backend": "openvino-bf16", "batch": 1, "seq": 128, "median_ms": 5.0},
+        {"model": BASE, "backend": "ort-fp32", "batch": 8, "seq": 128, "median_ms": 600.0},
+    ]
+    add_speedups(rows)
+    s = rows[3]
+    assert s["speedup_vs_ort_fp32"] == pytest.approx(16.0)
+    assert s["speedup_vs_ort_int8"] == pytest.approx(5.0)
+    assert s["speedup_vs_fastest"] == pytest.approx(3.0) and s["fastest_reference"] == "openvino-int8"
+    assert rows[4]["speedup_vs_ort_int8"] is None  # no int8 reference at batch 8 in this run
