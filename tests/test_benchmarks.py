@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from benchmarks.accuracy import ROWS, row_id, steps_to_reach, training_cost
+
+
+def test_row_ids_are_unique_and_readable():
+    ids = [row_id(*r) for r in ROWS]
+    assert len(set(ids)) == len(ids)
+    assert row_id("hybrid", "n:m", 5.0, 1.0) == "hybrid-nm-5x"
+    assert row_id("distill-only", "unstructured", 10.0, 0.1) == "distill-only-none-10x-10pct"
+
+
+def test_training_cost_counts_steps_to_come_within_a_point():
+    assert steps_to_reach([[250, 0.80], [500, 0.86], [750, 0.87]], 0.855) == 500
+    assert steps_to_reach([[250, 0.80]], 0.9) is None
+    rows = [
+        {"method": "hybrid", "pattern": "unstructured", "ratio_target": 10.0, "train_fraction": 1.0,
+         "value": 0.88, "curve": [[250, 0.85], [500, 0.875]], "steps": 3000},
+        {"method": "distill-only", "pattern": "none", "ratio_target": 10.0, "train_fraction": 1.0,
+         "value": 0.80, "curve": [[250, 0.6], [3000, 0.80]], "steps": 3000},
+    ]
+    (c,) = training_cost(rows)
+    assert c["ladabert_steps"] == 500 and c["distill_only_steps"] is None and c["distill_only_max_steps"] == 3000
