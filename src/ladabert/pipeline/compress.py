@@ -40,7 +40,7 @@ from ladabert.pipeline.teacher import (
     evaluate_module,
     load_bert_config,
     resolve_model,
-    training_device_kwargs,
+    training_arguments,
 )
 from ladabert.utils import atomic_output_dir, check_writable_dir, run_environment, write_json_atomic
 
@@ -232,7 +232,7 @@ def compress(
     Returns:
         The metrics written to ``out/metrics.json``.
     """
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
     from ladabert.pipeline.distill import CompressionCallback, DistillationTrainer
@@ -275,28 +275,7 @@ def compress(
         student, tokenizer, task, data_dir, config.max_length, config.max_eval_samples
     )
 
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        learning_rate=config.learning_rate,
-        max_steps=config.max_steps,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        eval_strategy="steps" if config.eval_steps else "no",
-        eval_steps=config.eval_steps or None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        save_safetensors=True,
-        logging_steps=config.logging_steps,
-        report_to=[],
-        seed=config.seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        **training_device_kwargs(),
-    )
+    args = training_arguments(work_dir, config)
     clock = _WallClock(work_dir)
     comp_cb = CompressionCallback(plans)
     trainer = DistillationTrainer(

@@ -172,13 +172,36 @@ def checkpoint_dir_for(out: str | os.PathLike) -> Path:
     return out.parent / f"{out.name}.checkpoints"
 
 
-def training_device_kwargs() -> dict[str, Any]:
-    """bf16 autocast where the GPU supports it; plain fp32 on CPU."""
+def training_arguments(work_dir: Path, config: Any, **extra: Any) -> Any:
+    """``TrainingArguments`` shared by fine-tuning and compression: linear schedule, checkpoints every
+    ``save_steps`` (two kept, for resuming), evaluation every ``eval_steps`` (0: none), no reporting
+    integrations, and bf16 autocast where the GPU supports it."""
     import torch
+    from transformers import TrainingArguments
 
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return {"bf16": True}
-    return {}
+        extra.setdefault("bf16", True)
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to=[],
+        seed=config.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        **extra,
+    )
 
 
 class _WallClock:
@@ -236,7 +259,7 @@ def finetune(
         raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     work_dir = checkpoint_dir_for(out)
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -252,28 +275,7 @@ def finetune(
     model_config.finetuning_task = task.name
     model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
 
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        eval_strategy="steps" if config.eval_steps else "no",
-        eval_steps=config.eval_steps or None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=config.logging_steps,
-        report_to=[],
-        seed=config.seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        **training_device_kwargs(),
-    )
+    args = training_arguments(work_dir, config, num_train_epochs=config.epochs)
     clock = _WallClock(work_dir)
     trainer = Trainer(
         model=model,
