@@ -443,8 +443,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             bm = export_bundle(student_dir, bundle, ecfg, data_dir=args.data_dir)
     _print_bundle(bm, str(bundle))
     examples = ["a gripping , beautifully acted film", "a dull , lifeless mess"]
-    print("[4/4] predict (ONNX Runtime, int8):")
-    clf = OnnxClassifier(bundle, precision="int8" if "int8" in bm["files"] else "fp32")
+    precision = "int8" if "int8" in bm["files"] else "fp32"
+    print(f"[4/4] predict (ONNX Runtime, {precision}, no torch needed):")
+    clf = OnnxClassifier(bundle, precision=precision)
     for text, p in zip(examples, clf.predict(examples)):
         print(f"      {p.get('label', p.get('score'))}\t{text}")
     return 0
