@@ -14,10 +14,26 @@ def test_training_cost_counts_steps_to_come_within_a_point():
     assert steps_to_reach([[250, 0.80], [500, 0.86], [750, 0.87]], 0.855) == 500
     assert steps_to_reach([[250, 0.80]], 0.9) is None
     rows = [
-        {"method": "hybrid", "pattern": "unstructured", "ratio_target": 10.0, "train_fraction": 1.0,
-         "value": 0.88, "curve": [[250, 0.85], [500, 0.875]], "steps": 3000},
-        {"method": "distill-only", "pattern": "none", "ratio_target": 10.0, "train_fraction": 1.0,
-         "value": 0.80, "curve": [[250, 0.6], [3000, 0.80]], "steps": 3000},
+        {
+            "method": "hybrid",
+            "pattern": "unstructured",
+            "ratio_target": 10.0,
+            "train_fraction": 1.0,
+            "value": 0.88,
+            "curve": [[250, 0.85], [500, 0.875]],
+            "steps": 3000,
+        },
+        {
+            "method": "distill-only",
+            "pattern": "none",
+            "ratio_target": 10.0,
+            "train_fraction": 1.0,
+            "value": 0.80,
+            "curve": [[250, 0.6], [3000, 0.80]],
+            "steps": 3000,
+        },
     ]
     (c,) = training_cost(rows)
-    assert c["ladabert_steps"] == 500 and c["distill_only_steps"] is None and c["distill_only_max_steps"] == 3000
+    assert (
+        c["ladabert_steps"] == 500 and c["distill_only_steps"] is None and c["distill_only_max_steps"] == 3000
+    )

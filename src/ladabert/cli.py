@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", nargs="+", default=None, help="second segment(s) for pair tasks")
     p.add_argument("--precision", default="fp32", help="fp32 | int8 (default fp32)")
     p.add_argument("--runtime", default="onnxruntime", help="onnxruntime | openvino")
+    p.add_argument("--openvino-precision", default="f32", help="OpenVINO inference precision: f32 | bf16")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -318,7 +319,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise LadaBertError(
             f"got {len(args.texts)} text(s) but {len(args.pair)} --pair segment(s); give one each"
         )
-    clf = OnnxClassifier(args.bundle, precision=args.precision, runtime=args.runtime, threads=args.threads)
+    clf = OnnxClassifier(
+        args.bundle,
+        precision=args.precision,
+        runtime=args.runtime,
+        threads=args.threads,
+        openvino_hint=args.openvino_precision,
+    )
     preds = clf.predict(args.texts, args.pair)
     if args.json:
         print(json.dumps([{"text": t, **p} for t, p in zip(args.texts, preds)], indent=2))

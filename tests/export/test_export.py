@@ -197,3 +197,20 @@ def test_a_model_that_fails_validation_is_refused_and_nothing_is_written(
     assert not out.exists()
     with pytest.raises(ValueError, match="precisions must include fp32"):
         ExportConfig(precisions=("int8",))
+
+
+def test_openvino_runs_the_bundle_like_onnx_runtime(tmp_path, tiny_teacher, synthetic_glue):
+    from ladabert.export.runner import OnnxClassifier
+
+    out = tmp_path / "bundle"
+    export_bundle(
+        tiny_teacher, out, ExportConfig(max_length=32, precisions=("fp32",)), data_dir=synthetic_glue
+    )
+    texts = ["good w1 w2", "w3 bad w4 w5 w6", "w7 nice"]
+    ort_logits = OnnxClassifier(out).logits(texts)
+    ov_logits = OnnxClassifier(out, runtime="openvino", threads=1).logits(texts)
+    np.testing.assert_allclose(ov_logits, ort_logits, atol=1e-3)
+    with pytest.raises(LadaBertError, match="unknown runtime 'tvm'"):
+        OnnxClassifier(out, runtime="tvm")
+    with pytest.raises(LadaBertError, match="has no int8 model"):
+        OnnxClassifier(out, precision="int8")

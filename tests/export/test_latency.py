@@ -9,7 +9,9 @@ def test_measure_interleaves_runners_and_computes_ratios():
     calls = []
 
     def runner(name, backend):
-        return Runner(name, 1.0 if name == BASE else 10.0, backend, lambda feeds: calls.append((name, backend)))
+        return Runner(
+            name, 1.0 if name == BASE else 10.0, backend, lambda feeds: calls.append((name, backend))
+        )
 
     runners = [runner(BASE, "ort-fp32"), runner(BASE, "ort-int8"), runner("student-10x", "ort-fp32")]
     rows = measure(runners, batches=[1], seqs=[8], rounds=3, warmup=1, vocab=30522, progress=False)

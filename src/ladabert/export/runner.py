@@ -57,6 +57,8 @@ class OnnxClassifier:
         runtime: ``onnxruntime`` or ``openvino``.
         threads: intra-op threads (None: the runtime's default).
         max_length: tokens per example (default: the bundle's export setting).
+        openvino_hint: OpenVINO's inference precision, ``f32`` (matches ONNX Runtime) or ``bf16`` (faster on
+            CPUs with AMX; OpenVINO's own default there).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class OnnxClassifier:
         runtime: str = "onnxruntime",
         threads: int | None = None,
         max_length: int | None = None,
+        openvino_hint: str = "f32",
     ):
         self.bundle = Path(bundle)
         meta_path = self.bundle / "ladabert.json"
@@ -92,7 +95,7 @@ class OnnxClassifier:
             self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
             self._run = lambda feeds: self.session.run(None, feeds)[0]
         elif runtime == "openvino":
-            self._run = _openvino_runner(self.path, threads)
+            self._run = _openvino_runner(self.path, threads, openvino_hint)
         else:
             raise LadaBertError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
@@ -125,7 +128,7 @@ class OnnxClassifier:
         ]
 
 
-def _openvino_runner(path: Path, threads: int | None) -> Any:
+def _openvino_runner(path: Path, threads: int | None, hint: str = "f32") -> Any:
     try:
         import openvino as ov
     except ImportError:
@@ -133,7 +136,9 @@ def _openvino_runner(path: Path, threads: int | None) -> Any:
             "the openvino runtime is not installed; pip install 'ladabert[openvino]'"
         ) from None
     core = ov.Core()
-    cfg = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
