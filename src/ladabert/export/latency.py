@@ -121,6 +121,9 @@ def _ort_runner(path: Path, threads: int) -> Callable:
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT workers spin after each run by default; interleaved with other sessions on 2 cores that
+    # spinning steals the next runner's CPU, so it is turned off for every session alike.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     names = {i.name for i in sess.get_inputs()}
     return lambda feeds: sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
