@@ -45,14 +45,14 @@ def render() -> str:
         d = json.loads(path.read_text())
         rows = [
             "| method | pattern | target | exact ratio | encoder ratio | non-zero params | dev "
-            f"{d['metric']} | vs teacher | before distillation | steps | wall |",
+            f"{d['metric']} | vs teacher | step 0 (initial-ratio student, untrained) | steps | wall |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in d["runs"]:
             rows.append(
                 f"| {r['method']} | {r['pattern']} | {r['ratio_target']:g}x | {r['ratio']:.3f}x | "
                 f"{r['encoder_ratio']:.2f}x | {r['student_nonzero_params']:,} | {_pct(r['value'])}% | "
-                f"{100 * (r['value'] - d['teacher_value']):+.2f} pt | {_pct(r['value_at_init'])}% | {r['steps']:,} | "
+                f"{100 * (r['value'] - d['teacher_value']):+.2f} pt | {_pct(r['value_at_init'])}% ({r['config']['initial_ratio']:g}x) | {r['steps']:,} | "
                 f"{r['wall_s'] / 60:.0f} min |"
             )
         parts.append(
