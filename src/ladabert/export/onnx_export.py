@@ -48,7 +48,9 @@ class _MultiHeadAttention(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, q, k, v, bias, key_padding_mask, num_heads: int):  # noqa: ANN001
-        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, bias, key_padding_mask, num_heads_i=num_heads)
+        out = g.op(
+            "com.microsoft::MultiHeadAttention", q, k, v, bias, key_padding_mask, num_heads_i=num_heads
+        )
         out.setType(q.type())  # same shape and dtype as the query projection
         return out
 
