@@ -17,6 +17,32 @@ from typing import Any
 from ladabert.errors import LadaBertError
 
 
+class JsonConfig:
+    """Mixin for the stages' config dataclasses: dict/JSON round trip that rejects unknown fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        import dataclasses
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        return cls.from_dict(json.loads(text))
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Make sure ``path``'s parent exists (creating it) and accepts new files.
 

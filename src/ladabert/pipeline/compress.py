@@ -17,7 +17,6 @@ is distilled from the teacher. Command line::
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import shutil
@@ -42,13 +41,19 @@ from ladabert.pipeline.teacher import (
     resolve_model,
     training_arguments,
 )
-from ladabert.utils import atomic_output_dir, check_writable_dir, run_environment, write_json_atomic
+from ladabert.utils import (
+    JsonConfig,
+    atomic_output_dir,
+    check_writable_dir,
+    run_environment,
+    write_json_atomic,
+)
 
 METHODS = ("hybrid", "svd", "prune", "distill-only")
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(JsonConfig):
     """Settings of one compression run (defaults: the README's SST-2 students)."""
 
     task: str = "sst2"
@@ -111,21 +116,6 @@ class CompressConfig:
     @property
     def hybrid_share(self) -> float:
         return {"hybrid": self.hybrid, "svd": 1.0, "prune": 0.0}.get(self.method, self.hybrid)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CompressConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(
-                f"unknown CompressConfig field(s) {sorted(set(d) - known)}; known: {sorted(known)}"
-            )
-        return cls(**d)
 
 
 COMPRESS_PRESETS: dict[str, dict[str, Any]] = {

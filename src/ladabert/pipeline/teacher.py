@@ -11,7 +11,6 @@ Command line::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -22,7 +21,13 @@ from typing import Any
 
 from ladabert.errors import LadaBertError
 from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
-from ladabert.utils import atomic_output_dir, check_writable_dir, run_environment, write_json_atomic
+from ladabert.utils import (
+    JsonConfig,
+    atomic_output_dir,
+    check_writable_dir,
+    run_environment,
+    write_json_atomic,
+)
 
 SUPPORTED_MODEL_TYPES = ("bert",)
 DEFAULT_TEACHER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -97,7 +102,7 @@ def _check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_o
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the README)."""
 
     task: str = "sst2"
@@ -132,24 +137,6 @@ class FinetuneConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> FinetuneConfig:
-        return cls.from_dict(json.loads(text))
 
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
