@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-NOT_YET: dict[str, str] = {}
-
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="sst2", help="GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
@@ -177,9 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress_args(p, prefix="compress-")
     _add_export_args(p)
 
-    for name, what in NOT_YET.items():
-        p = sub.add_parser(name, help=f"{what} [not available yet]")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -468,12 +463,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None:
         parser.print_help()
-        return 2
-    if args.command in NOT_YET:
-        print(
-            f"ladabert {args.command}: not available yet; {NOT_YET[args.command]} has not landed.",
-            file=sys.stderr,
-        )
         return 2
     from ladabert.errors import LadaBertError
 
