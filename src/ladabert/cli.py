@@ -100,6 +100,12 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_training_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladabert",
@@ -112,17 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a BERT teacher on a GLUE task")
     _add_data_args(p)
     _add_finetune_args(p)
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
+    _add_training_output_args(p, "output directory (written atomically)")
 
     p = sub.add_parser("compress", help="compress a fine-tuned teacher into a LadaBERT student")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher directory (from ladabert finetune)")
     _add_data_args(p)
     _add_compress_args(p)
-    p.add_argument("--out", required=True, help="student directory (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep <out>.checkpoints after success")
+    _add_training_output_args(p, "student directory (written atomically)")
 
     p = sub.add_parser("export", help="export a student or teacher to a validated ONNX bundle")
     p.add_argument("model_dir", help="student (ladabert compress) or fine-tuned teacher directory")

@@ -35,6 +35,7 @@ from ladabert.pipeline.teacher import (
     _check_range,
     _WallClock,
     check_max_length,
+    check_training_fields,
     checkpoint_dir_for,
     evaluate_module,
     load_bert_config,
@@ -86,7 +87,7 @@ class CompressConfig(JsonConfig):
     logging_steps: int = 50
 
     def __post_init__(self) -> None:
-        get_task(self.task)
+        check_training_fields(self)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.pattern not in PATTERNS:
@@ -98,12 +99,6 @@ class CompressConfig(JsonConfig):
         _check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
         _check_range("schedule_updates", self.schedule_updates, 1)
         _check_range("max_steps", self.max_steps, 1)
-        _check_range("batch_size", self.batch_size, 1)
-        _check_range("learning_rate", self.learning_rate, 0, 1, lo_open=True)
-        _check_range("warmup_ratio", self.warmup_ratio, 0, 1)
-        _check_range("max_length", self.max_length, 8)
-        _check_range("save_steps", self.save_steps, 1)
-        _check_range("eval_steps", self.eval_steps, 0)
         if self.schedule not in ("cubic", "linear"):
             raise ValueError(f"schedule must be 'cubic' or 'linear', got {self.schedule!r}")
         self.loss()  # validates the loss weights

@@ -101,6 +101,24 @@ def _check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_o
         raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
+def check_training_fields(cfg: Any) -> None:
+    """Validate the fields that fine-tuning and compression configs share (task, lengths, optimizer,
+    evaluation and checkpoint cadence, sample limits)."""
+    get_task(cfg.task)  # raises LadaBertError on an unknown task
+    _check_range("max_length", cfg.max_length, 8)
+    _check_range("batch_size", cfg.batch_size, 1)
+    _check_range("eval_batch_size", cfg.eval_batch_size, 1)
+    _check_range("learning_rate", cfg.learning_rate, 0, 1, lo_open=True)
+    _check_range("warmup_ratio", cfg.warmup_ratio, 0, 1)
+    _check_range("weight_decay", cfg.weight_decay, 0, 1)
+    _check_range("eval_steps", cfg.eval_steps, 0)
+    _check_range("save_steps", cfg.save_steps, 1)
+    _check_range("logging_steps", cfg.logging_steps, 1)
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(cfg, name) is not None:
+            _check_range(name, getattr(cfg, name), 1)
+
+
 @dataclass
 class FinetuneConfig(JsonConfig):
     """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the README)."""
@@ -123,20 +141,8 @@ class FinetuneConfig(JsonConfig):
     logging_steps: int = 50
 
     def __post_init__(self) -> None:
-        get_task(self.task)  # raises LadaBertError on an unknown task
-        _check_range("max_length", self.max_length, 8)
+        check_training_fields(self)
         _check_range("epochs", self.epochs, 0, lo_open=True)
-        _check_range("batch_size", self.batch_size, 1)
-        _check_range("eval_batch_size", self.eval_batch_size, 1)
-        _check_range("learning_rate", self.learning_rate, 0, 1, lo_open=True)
-        _check_range("warmup_ratio", self.warmup_ratio, 0, 1)
-        _check_range("weight_decay", self.weight_decay, 0, 1)
-        _check_range("eval_steps", self.eval_steps, 0)
-        _check_range("save_steps", self.save_steps, 1)
-        _check_range("logging_steps", self.logging_steps, 1)
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None:
-                _check_range(name, getattr(self, name), 1)
 
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
