@@ -24,6 +24,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dev examples")
 
 
+def _add_training_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mixed-precision",
+        default=None,
+        choices=["auto", "no", "bf16"],
+        help="bf16 autocast in training; auto (default) uses it on bf16 GPUs and AMX/AVX512-BF16 CPUs",
+    )
+
+
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -55,6 +64,12 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         "--pattern", default=None, help="pruning pattern: unstructured (default) | n:m | block | rank"
     )
     p.add_argument("--hybrid", type=float, default=None, help="share of the reduction from SVD (default 0.5)")
+    p.add_argument(
+        "--embedding-scale",
+        type=float,
+        default=None,
+        help="word-embedding kept share relative to the encoder's (default 1 = uniform)",
+    )
     p.add_argument("--block-size", type=int, default=None, help="tile size of the block pattern (default 16)")
     p.add_argument(
         "--initial-ratio", type=float, default=None, help="ratio of the student at step 0 (default 2)"
@@ -118,12 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a BERT teacher on a GLUE task")
     _add_data_args(p)
     _add_finetune_args(p)
+    _add_training_precision_arg(p)
     _add_training_output_args(p, "output directory (written atomically)")
 
     p = sub.add_parser("compress", help="compress a fine-tuned teacher into a LadaBERT student")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher directory (from ladabert finetune)")
     _add_data_args(p)
     _add_compress_args(p)
+    _add_training_precision_arg(p)
     _add_training_output_args(p, "student directory (written atomically)")
 
     p = sub.add_parser("export", help="export a student or teacher to a validated ONNX bundle")
@@ -175,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a few-minute run on a subset (same as --preset quick)"
     )
     _add_compress_args(p, prefix="compress-")
+    _add_training_precision_arg(p)
     _add_export_args(p)
 
     return parser
@@ -195,6 +213,7 @@ def _finetune_config(args: argparse.Namespace):  # noqa: ANN202
         "eval_steps",
         "save_steps",
         "max_length",
+        "mixed_precision",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     preset = "quick" if getattr(args, "quick", False) else args.preset
@@ -214,6 +233,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "method",
         "pattern",
         "hybrid",
+        "embedding_scale",
         "block_size",
         "initial_ratio",
         "batch_size",
@@ -228,6 +248,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "w_hidden",
         "w_attention",
         "w_hard",
+        "mixed_precision",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     for f in ("max_steps", "learning_rate"):

@@ -115,3 +115,26 @@ def test_student_saves_and_reloads_with_identical_logits(teacher, tmp_path, patt
     spec = again.config.ladabert["layers"]["bert.encoder.layer.0.attention.self.query"]
     assert spec["rank"] == again.bert.encoder.layer[0].attention.self.query.rank
     assert hybrid.count_parameters(again)["total"] == before
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 4.0])
+def test_embedding_scale_moves_budget_between_table_and_encoder(teacher, scale):
+    shapes, n = hybrid.matrix_shapes(teacher), _total(teacher)
+    plan = hybrid.allocate(shapes, n, 3.0, 0.0, embedding_scale=scale)  # prune-only: kept share is exact
+    student = hybrid.install(copy.deepcopy(teacher), plan)
+    assert n / hybrid.count_parameters(student)["total"] == pytest.approx(3.0, rel=0.01)
+    kept = {name: mp.nonzero / (mp.rows * mp.cols) for name, mp in plan.matrices.items()}
+    f_emb = kept.pop("bert.embeddings.word_embeddings")
+    f_enc = sorted(set(round(v, 3) for v in kept.values()))
+    assert len(f_enc) == 1  # one share for every encoder matrix
+    if f_emb < 1 and f_enc[0] < 1:
+        assert f_emb / f_enc[0] == pytest.approx(scale, rel=0.02)
+    with pytest.raises(LadaBertError, match="embedding scale must be > 0"):
+        hybrid.allocate(shapes, n, 3.0, embedding_scale=0)
+
+
+def test_embedding_scale_caps_a_side_at_dense(teacher):
+    shapes, n = hybrid.matrix_shapes(teacher), _total(teacher)
+    plan = hybrid.allocate(shapes, n, 1.2, 0.0, embedding_scale=50.0)
+    assert plan.matrices["bert.embeddings.word_embeddings"].sparsity == 0  # capped at 1: kept whole
+    assert n / plan.nonzero_params == pytest.approx(1.2, rel=0.01)  # the encoder took the surplus

@@ -102,3 +102,22 @@ def test_config_validation_and_json_round_trip():
     assert finetune_preset("quick").max_train_samples == 4000
     with pytest.raises(LadaBertError, match="unknown preset 'fast'"):
         finetune_preset("fast")
+
+
+def test_mixed_precision_is_resolved_from_the_hardware(tmp_path, monkeypatch):
+    import torch
+
+    from ladabert.pipeline import teacher
+
+    with pytest.raises(ValueError, match="mixed_precision must be one of auto, no, bf16"):
+        FinetuneConfig(mixed_precision="fp16")
+    args = teacher.training_arguments(tmp_path, FinetuneConfig(mixed_precision="no"))
+    assert args.bf16 is False and args.optim.value == "adamw_torch_fused"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(teacher, "cpu_has_bf16_matmul", lambda: True)
+    args = teacher.training_arguments(tmp_path, FinetuneConfig(mixed_precision="auto"))
+    assert args.bf16 is True and args.use_cpu is True
+    monkeypatch.setattr(teacher, "cpu_has_bf16_matmul", lambda: False)
+    assert teacher.training_arguments(tmp_path, FinetuneConfig()).bf16 is False
+    with pytest.raises(LadaBertError, match="needs a bf16-capable GPU .* pass --mixed-precision no"):
+        teacher.training_arguments(tmp_path, FinetuneConfig(mixed_precision="bf16"))

