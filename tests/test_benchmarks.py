@@ -37,3 +37,32 @@ def test_training_cost_counts_steps_to_come_within_a_point():
     assert (
         c["ladabert_steps"] == 500 and c["distill_only_steps"] is None and c["distill_only_max_steps"] == 3000
     )
+
+
+def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
+    tmp_path, monkeypatch, tiny_teacher, synthetic_glue
+):
+    import json
+
+    import benchmarks._common as common
+    from benchmarks import sweep
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sweep, "GRID", {"a": {"ratio": 2.0}, "b": {"ratio": 2.0, "embedding_scale": 0.5}})
+    argv = [
+        "--teacher",
+        str(tiny_teacher),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data-dir",
+        str(synthetic_glue),
+    ]
+    argv += ["--max-length", "32"]
+    assert sweep.main([*argv, "--only", "a", "--max-steps", "8", "--eval-steps", "4"]) == 0
+    rows = json.loads((tmp_path / "results" / "sweep_sst2.json").read_text())["rows"]
+    assert [r["id"] for r in rows] == ["a"] and rows[0]["steps"] == 8 and len(rows[0]["curve"]) == 2
+    stamp = (tmp_path / "runs" / "sweep-sst2-a" / "metrics.json").stat().st_mtime_ns
+    assert sweep.main([*argv, "--max-steps", "8", "--eval-steps", "4"]) == 0  # runs b, reads a
+    rows = json.loads((tmp_path / "results" / "sweep_sst2.json").read_text())["rows"]
+    assert [r["id"] for r in rows] == ["a", "b"] and rows[1]["config"]["embedding_scale"] == 0.5
+    assert (tmp_path / "runs" / "sweep-sst2-a" / "metrics.json").stat().st_mtime_ns == stamp

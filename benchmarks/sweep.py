@@ -1,0 +1,102 @@
+"""Short distillation runs that choose the compression defaults on the dev set.
+
+    python -m benchmarks.sweep --teacher runs/teacher-sst2                 # every setting of GRID
+    python -m benchmarks.sweep --teacher runs/teacher-sst2 --only 5x-emb0.25 5x-emb1   # some of them
+
+Every setting is one ``ladabert compress`` run with ``--max-steps`` (default 1,200) into
+``runs/sweep-<task>-<id>``; a finished run is read, not repeated, so the command resumes after a kill and
+several invocations with disjoint ``--only`` lists can run side by side (give each
+``OMP_NUM_THREADS=1`` on a 2-core machine). The JSON ``benchmarks/results/sweep_<task>.json`` is rebuilt
+from every finished run directory each time, with each run's final value, best value and curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import save_results
+
+# id -> CompressConfig overrides (on top of the defaults and --max-steps).
+GRID: dict[str, dict[str, Any]] = {
+    "5x-emb1": {"ratio": 5.0, "embedding_scale": 1.0},
+    "5x-emb0.25": {"ratio": 5.0, "embedding_scale": 0.25},
+    "5x-emb0.1": {"ratio": 5.0, "embedding_scale": 0.1},
+    "5x-emb0.25-lr1e-4": {"ratio": 5.0, "embedding_scale": 0.25, "learning_rate": 1e-4},
+    "10x-emb1": {"ratio": 10.0, "embedding_scale": 1.0},
+    "10x-emb0.25": {"ratio": 10.0, "embedding_scale": 0.25},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="runs/teacher-sst2")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--only", nargs="+", default=None, help=f"setting ids: {' '.join(GRID)}")
+    p.add_argument("--max-steps", type=int, default=1200)
+    p.add_argument("--eval-steps", type=int, default=300)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.only or []) - set(GRID))
+    if unknown:
+        p.error(f"unknown setting id(s) {unknown}; choose from {', '.join(GRID)}")
+
+    from ladabert.pipeline.compress import compress, compress_preset
+
+    def run_dir(rid: str) -> Path:
+        return Path(args.runs_dir) / f"sweep-{args.task}-{rid}"
+
+    for rid in args.only or list(GRID):
+        out = run_dir(rid)
+        if (out / "metrics.json").is_file():
+            continue
+        cfg = compress_preset(
+            "default",
+            task=args.task,
+            max_steps=args.max_steps,
+            eval_steps=args.eval_steps,
+            save_steps=args.eval_steps,
+            max_length=args.max_length,
+            **GRID[rid],
+        )
+        compress(cfg, args.teacher, out, data_dir=args.data_dir)
+
+    rows = []
+    for rid, overrides in GRID.items():
+        path = run_dir(rid) / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        values = [v for _, v in m["curve"]] or [m["value"]]
+        rows.append(
+            {
+                "id": rid,
+                "overrides": overrides,
+                "ratio": m["ratio"],
+                "value": m["value"],
+                "best": max(values),
+                "teacher_value": m["teacher_value"],
+                "steps": m["steps"],
+                "wall_s": m["wall_s"],
+                "curve": m["curve"],
+                "device": m.get("device"),
+                "config": m.get("config"),
+            }
+        )
+        print(
+            f"{rid:>20}: final {m['value']:.4f}  best {max(values):.4f}  (teacher {m['teacher_value']:.4f}) "
+            f"ratio {m['ratio']:.2f}, {m['steps']} steps, {m['wall_s']:.0f} s"
+        )
+    if rows:
+        save_results(
+            f"sweep_{args.task}.json", {"task": args.task, "teacher_dir": args.teacher, "rows": rows}
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
