@@ -80,6 +80,24 @@ def render() -> str:
             f"with share h of the reduction from SVD (0 = pruning only, 1 = SVD only), no training; teacher "
             f"{_pct(d['teacher_value'])}%.\n\n" + "\n".join(rows)
         )
+    for path in sorted(RESULTS.glob("sweep_*.json")):
+        d = json.loads(path.read_text())
+        rows = ["| setting | changed from the defaults | dev at each evaluation | final | steps | wall |"]
+        rows.append("|---|---|---|---|---|---|")
+        for r in d["rows"]:
+            changed = ", ".join(
+                f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["overrides"].items()
+            )
+            curve = " / ".join(_pct(v) for _, v in r["curve"])
+            rows.append(
+                f"| {r['id']} | {changed} | {curve} | **{_pct(r['value'])}%** | {r['steps']:,} | "
+                f"{r['wall_s'] / 60:.0f} min |"
+            )
+        teacher = d["rows"][0]["teacher_value"] if d["rows"] else float("nan")
+        parts.append(
+            f"**Settings sweep** (`{path.name}`; short `ladabert compress` runs from `{d['teacher_dir']}`, "
+            f"teacher {_pct(teacher)}%, {_machine(d)}, one thread per run):\n\n" + "\n".join(rows)
+        )
     for path in sorted(RESULTS.glob("export_*.json")):
         d = json.loads(path.read_text())
         rows = [

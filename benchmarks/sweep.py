@@ -23,8 +23,8 @@ from benchmarks._common import save_results
 GRID: dict[str, dict[str, Any]] = {
     "5x-emb1": {"ratio": 5.0, "embedding_scale": 1.0},
     "5x-emb0.25": {"ratio": 5.0, "embedding_scale": 0.25},
-    "5x-emb0.1": {"ratio": 5.0, "embedding_scale": 0.1},
-    "5x-emb0.25-lr1e-4": {"ratio": 5.0, "embedding_scale": 0.25, "learning_rate": 1e-4},
+    "5x-emb2": {"ratio": 5.0, "embedding_scale": 2.0},
+    "5x-lr1e-4": {"ratio": 5.0, "learning_rate": 1e-4},
     "10x-emb1": {"ratio": 10.0, "embedding_scale": 1.0},
     "10x-emb0.25": {"ratio": 10.0, "embedding_scale": 0.25},
 }
