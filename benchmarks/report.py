@@ -41,6 +41,15 @@ def render() -> str:
             f"{d['config']['batch_size']}, lr {d['config']['learning_rate']:g}), {d['wall_s'] / 60:.0f} min on "
             f"{_machine(d)}."
         )
+        if len(d.get("sweep", [])) > 1:
+            rows = ["| learning rate | bf16 autocast | final dev | best evaluated | steps | wall |"]
+            rows.append("|---|---|---|---|---|---|")
+            for r in sorted(d["sweep"], key=lambda r: r["learning_rate"]):
+                rows.append(
+                    f"| {r['learning_rate']:g} | {'yes' if r['bf16_autocast'] else 'no'} | {_pct(r['value'])}% | "
+                    f"{_pct(r['best_evaluated'])}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min |"
+                )
+            parts.append("Teacher learning-rate sweep (same command, `--lr` changed):\n\n" + "\n".join(rows))
     for path in sorted(RESULTS.glob("compress_*.json")):
         d = json.loads(path.read_text())
         rows = [

@@ -3,7 +3,11 @@
     ladabert finetune --task sst2 --out runs/teacher-sst2      # about 50 minutes on 2 CPU cores
     python -m benchmarks.teacher --teacher runs/teacher-sst2
 
-With ``--run`` it fine-tunes first when the teacher directory does not exist yet.
+With ``--run`` it fine-tunes first when the teacher directory does not exist yet. ``--sweep DIR ...``
+records other finished fine-tuning runs of the same task (e.g. other learning rates) beside it, so that
+the choice of the defaults is on file::
+
+    python -m benchmarks.teacher --teacher runs/teacher-sst2 --sweep runs/teacher-sst2-lr1e-4 runs/teacher-sst2-lr3e-5
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default="runs/teacher-sst2")
     p.add_argument("--task", default="sst2")
     p.add_argument("--run", action="store_true", help="fine-tune with the default settings if missing")
+    p.add_argument("--sweep", nargs="*", default=[], help="other finished runs to record beside it")
     args = p.parse_args(argv)
     metrics_path = Path(args.teacher) / "metrics.json"
     if not metrics_path.is_file():
@@ -48,8 +53,31 @@ def main(argv: list[str] | None = None) -> int:
 
         finetune(FinetuneConfig(task=args.task), args.teacher)
     m = json.loads(metrics_path.read_text())
+    sweep = []
+    for d in [args.teacher, *args.sweep]:
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            p.error(f"{path} not found; pass finished fine-tuning directories to --sweep")
+        r = json.loads(path.read_text())
+        if r["task"] != m["task"]:
+            p.error(f"{d} is a {r['task']} run, not {m['task']}")
+        sweep.append(
+            {
+                "dir": d,
+                "learning_rate": r["config"]["learning_rate"],
+                "epochs": r["config"]["epochs"],
+                "batch_size": r["config"]["batch_size"],
+                "bf16_autocast": r.get("bf16_autocast", False),
+                "value": r["value"],
+                "best_evaluated": max([v for _, v in r.get("curve", [])] + [r["value"]]),
+                "steps": r["steps"],
+                "wall_s": r["wall_s"],
+                "curve": r.get("curve", []),
+            }
+        )
     out = save_results(
-        f"teacher_{m['task']}.json", {k: m[k] for k in KEYS if k in m} | {"teacher_dir": args.teacher}
+        f"teacher_{m['task']}.json",
+        {k: m[k] for k in KEYS if k in m} | {"teacher_dir": args.teacher, "sweep": sweep},
     )
     print(
         f"{m['task']} teacher: {m['metric']} {m['value']:.4f}, {m['steps']} steps, {m['wall_s']:.0f} s -> {out}"
