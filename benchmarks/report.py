@@ -49,7 +49,10 @@ def render() -> str:
                     f"| {r['learning_rate']:g} | {'yes' if r['bf16_autocast'] else 'no'} | {_pct(r['value'])}% | "
                     f"{_pct(r['best_evaluated'])}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min |"
                 )
-            parts.append("Teacher learning-rate sweep (same command, `--lr` changed):\n\n" + "\n".join(rows))
+            parts.append(
+                "Teacher learning-rate sweep (same command, `--lr` changed; wall times are not comparable "
+                "across rows: the runs shared the 2 cores with different other jobs):\n\n" + "\n".join(rows)
+            )
     for path in sorted(RESULTS.glob("compress_*.json")):
         d = json.loads(path.read_text())
         rows = [
