@@ -1,6 +1,6 @@
 """Record the teacher's fine-tuning result in ``benchmarks/results/teacher_<task>.json``.
 
-    ladabert finetune --task sst2 --out runs/teacher-sst2      # about 50 minutes on 2 CPU cores
+    ladabert finetune --task sst2 --out runs/teacher-sst2      # about 30 minutes on 2 AMX CPU cores
     python -m benchmarks.teacher --teacher runs/teacher-sst2
 
 With ``--run`` it fine-tunes first when the teacher directory does not exist yet. ``--sweep DIR ...``
