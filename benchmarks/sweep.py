@@ -25,6 +25,7 @@ GRID: dict[str, dict[str, Any]] = {
     "5x-emb0.25": {"ratio": 5.0, "embedding_scale": 0.25},
     "5x-emb2": {"ratio": 5.0, "embedding_scale": 2.0},
     "5x-lr1e-4": {"ratio": 5.0, "learning_rate": 1e-4},
+    "5x-h0.75": {"ratio": 5.0, "hybrid": 0.75},
     "10x-emb1": {"ratio": 10.0, "embedding_scale": 1.0},
     "10x-emb0.25": {"ratio": 10.0, "embedding_scale": 0.25},
 }

@@ -61,7 +61,7 @@ class CompressConfig(JsonConfig):
     ratio: float = 5.0
     method: str = "hybrid"
     pattern: str = "unstructured"
-    hybrid: float = 0.5  # share of the (log) reduction that comes from SVD; the rest from pruning
+    hybrid: float = 0.75  # share of the (log) reduction that comes from SVD; the rest from pruning
     embedding_scale: float = 1.0  # word-embedding kept share relative to the encoder's (hybrid.allocate)
     block_size: int = 16
     initial_ratio: float = 2.0

@@ -155,7 +155,7 @@ def allocate(
     shapes: dict[str, tuple[int, int]],
     teacher_params: int,
     ratio: float,
-    hybrid: float = 0.5,
+    hybrid: float = 0.75,
     pattern: str = "unstructured",
     block_size: int = 16,
     embedding_scale: float = 1.0,
