@@ -63,7 +63,9 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument(
         "--pattern", default=None, help="pruning pattern: unstructured (default) | n:m | block | rank"
     )
-    p.add_argument("--hybrid", type=float, default=None, help="share of the reduction from SVD (default 0.75)")
+    p.add_argument(
+        "--hybrid", type=float, default=None, help="share of the reduction from SVD (default 0.75)"
+    )
     p.add_argument(
         "--embedding-scale",
         type=float,
