@@ -107,7 +107,20 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
         "--merge", default=None, help="merge factors back to dense: break-even (default) | all | none"
     )
     p.add_argument("--no-fuse", action="store_true", help="skip ONNX Runtime's transformer fusions")
-    p.add_argument("--no-skip-layer-norm", action="store_true", help="do not fuse Add+LayerNorm")
+    p.add_argument(
+        "--skip-layer-norm",
+        dest="skip_layer_norm",
+        action="store_true",
+        default=None,
+        help="fuse Add+LayerNorm into SkipLayerNormalization (default: dense models only; slower on students)",
+    )
+    p.add_argument(
+        "--no-skip-layer-norm",
+        dest="skip_layer_norm",
+        action="store_false",
+        default=None,
+        help="never fuse Add+LayerNorm",
+    )
     p.add_argument("--opset", type=int, default=None)
     p.add_argument(
         "--int8-max-drop",
@@ -297,8 +310,8 @@ def _export_config(args: argparse.Namespace):  # noqa: ANN202
             kw[f] = getattr(args, f)
     if getattr(args, "no_fuse", False):
         kw["fuse"] = False
-    if getattr(args, "no_skip_layer_norm", False):
-        kw["skip_layer_norm"] = False
+    if getattr(args, "skip_layer_norm", None) is not None:
+        kw["skip_layer_norm"] = args.skip_layer_norm
     if getattr(args, "task", None) and args.command == "export":
         kw["task"] = args.task
     try:

@@ -214,3 +214,21 @@ def test_openvino_runs_the_bundle_like_onnx_runtime(tmp_path, tiny_teacher, synt
         OnnxClassifier(out, runtime="tvm")
     with pytest.raises(LadaBertError, match="has no int8 model"):
         OnnxClassifier(out, precision="int8")
+
+
+def test_skip_layer_norm_is_fused_for_dense_graphs_only_unless_asked(dense_teacher, tmp_path):
+    from ladabert.cli import build_parser
+
+    dense = _export(dense_teacher, tmp_path, "dense.onnx")
+    student = _export(_student(dense_teacher), tmp_path, "student.onnx")
+    assert rw.count_ops(rw.fuse(dense, 2, 48)).get("SkipLayerNormalization", 0) > 0
+    auto = rw.fuse(student, 2, 48)
+    assert rw.count_ops(auto).get("SkipLayerNormalization", 0) == 0
+    assert rw.count_ops(auto).get("LayerNormalization", 0) > 0 and rw.fused_attention_count(auto) == 2
+    forced = rw.fuse(student, 2, 48, skip_layer_norm=True)
+    assert rw.count_ops(forced).get("SkipLayerNormalization", 0) > 0
+    assert np.abs(_run(auto, _feeds()) - _run(forced, _feeds())).max() < 1e-5
+    parse = build_parser().parse_args
+    assert parse(["export", "m", "--out", "o"]).skip_layer_norm is None
+    assert parse(["export", "m", "--out", "o", "--skip-layer-norm"]).skip_layer_norm is True
+    assert parse(["export", "m", "--out", "o", "--no-skip-layer-norm"]).skip_layer_norm is False

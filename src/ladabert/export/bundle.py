@@ -50,7 +50,7 @@ class ExportConfig:
     precisions: tuple[str, ...] = ("fp32", "int8")
     merge: str = "break-even"  # break-even | all | none
     fuse: bool = True
-    skip_layer_norm: bool = True
+    skip_layer_norm: bool | None = None  # None: dense models only (see rewrites.fuse)
     opset: int = 17
     max_length: int = 128
     task: str | None = None  # None: the model's fine-tuning task

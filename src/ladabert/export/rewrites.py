@@ -194,12 +194,18 @@ def _drop_unused_initializers(model: ModelProto) -> None:
         model.graph.node.extend(nodes)
 
 
-def fuse(model: ModelProto, num_heads: int, hidden_size: int, skip_layer_norm: bool = True) -> ModelProto:
+def fuse(
+    model: ModelProto, num_heads: int, hidden_size: int, skip_layer_norm: bool | None = None
+) -> ModelProto:
     """ONNX Runtime's transformer optimizer for BERT (graph fusions only; ORT applies its basic
     optimizations itself when a session is created).
 
     Dense BERT graphs get Attention, EmbedLayerNormalization, SkipLayerNormalization and BiasGelu; the
     factorized students already carry MultiHeadAttention from the exporter and gain the rest.
+
+    ``skip_layer_norm=None`` (auto) fuses Add + LayerNormalization into SkipLayerNormalization for dense
+    graphs only: on factorized students it made ORT CPU slower (BERT-base-shaped 10x student, batch 1,
+    sequence 128, 2 threads: 23.3 ms with it against 19.7 ms without, interleaved in one process).
     """
     import logging
 
@@ -207,6 +213,9 @@ def fuse(model: ModelProto, num_heads: int, hidden_size: int, skip_layer_norm: b
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    if skip_layer_norm is None:
+        # Our exporter emits MultiHeadAttention only for factorized Q/K/V: it marks a student graph.
+        skip_layer_norm = not any(n.op_type == "MultiHeadAttention" for n in model.graph.node)
     opts = FusionOptions("bert")
     opts.enable_skip_layer_norm = skip_layer_norm
     optimized = optimize_model(
