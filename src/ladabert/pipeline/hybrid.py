@@ -12,8 +12,9 @@ the factors removes the rest. ``h = 1`` is SVD only; ``h = 0`` keeps every matri
 
 ``embedding_scale`` ``s`` shifts the budget between the word-embedding table and the encoder: the table
 keeps ``f_emb = s * f_enc`` of its weights while every encoder matrix keeps ``f_enc`` (``s = 1``: one
-share for all, the paper's uniform allocation). In small BERTs the table is half the model, and a task
-reads only the rows of the words it sees, so ``s < 1`` buys encoder capacity cheaply.
+share for all, the paper's uniform allocation). In small BERTs the table is half the model, so ``s``
+moves a large budget; on SST-2 with all-MiniLM-L6-v2 neither ``s = 0.25`` nor ``s = 2`` beat ``s = 1``
+(``benchmarks/results/sweep_sst2.json``).
 """
 
 from __future__ import annotations
