@@ -25,6 +25,7 @@ from ladabert.utils import (
     JsonConfig,
     atomic_output_dir,
     check_writable_dir,
+    cpu_info,
     run_environment,
     write_json_atomic,
 )
@@ -129,10 +130,7 @@ MIXED_PRECISION = ("auto", "no", "bf16")
 def cpu_has_bf16_matmul() -> bool:
     """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16), so that bf16 autocast
     speeds training up instead of emulating it."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].splitlines()[0].split()
-    except (OSError, IndexError):
-        return False
+    flags = cpu_info()["flags"]
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
