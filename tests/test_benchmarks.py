@@ -8,35 +8,46 @@ def test_row_ids_are_unique_and_readable():
     assert len(set(ids)) == len(ids)
     assert row_id("hybrid", "n:m", 5.0, 1.0) == "hybrid-nm-5x"
     assert row_id("distill-only", "unstructured", 10.0, 0.1) == "distill-only-none-10x-10pct"
+    assert row_id("distill-only", "none", 10.0, 1.0, 24000) == "distill-only-none-10x-24000steps"
 
 
 def test_training_cost_counts_steps_to_come_within_a_point():
     assert steps_to_reach([[250, 0.80], [500, 0.86], [750, 0.87]], 0.855) == 500
     assert steps_to_reach([[250, 0.80]], 0.9) is None
-    rows = [
-        {
-            "method": "hybrid",
-            "pattern": "unstructured",
-            "ratio_target": 10.0,
-            "train_fraction": 1.0,
-            "value": 0.88,
-            "curve": [[250, 0.85], [500, 0.875]],
-            "steps": 3000,
-        },
-        {
+    assert steps_to_reach([[250, 0.86], [500, 0.80], [750, 0.87]], 0.855, from_step=500) == 750
+    lada = {
+        "id": "hybrid-unstructured-10x",
+        "method": "hybrid",
+        "pattern": "unstructured",
+        "ratio_target": 10.0,
+        "train_fraction": 1.0,
+        "value": 0.88,
+        # 0.875 at step 250 is before the schedule reached 10x (step 500): it must not count.
+        "curve": [[250, 0.875], [500, 0.85], [750, 0.875]],
+        "schedule": [[100, 4.0], [500, 10.0]],
+        "steps": 3000,
+    }
+
+    def dist(rid, steps, curve):
+        return {
+            "id": rid,
             "method": "distill-only",
             "pattern": "none",
             "ratio_target": 10.0,
             "train_fraction": 1.0,
-            "value": 0.80,
-            "curve": [[250, 0.6], [3000, 0.80]],
-            "steps": 3000,
-        },
-    ]
+            "value": curve[-1][1],
+            "curve": curve,
+            "steps": steps,
+        }
+
+    (c,) = training_cost([lada, dist("short", 3000, [[250, 0.6], [3000, 0.80]])])
+    assert c["ladabert_steps"] == 750 and c["ladabert_schedule_end"] == 500
+    assert c["distill_only_steps"] is None and c["distill_only_max_steps"] == 3000
+    assert c["step_ratio"] is None and c["step_ratio_at_least"] == 4.0
+    # The longest distill-only run is the one compared.
+    rows = [lada, dist("short", 3000, [[3000, 0.80]]), dist("long", 9000, [[3000, 0.80], [9000, 0.871]])]
     (c,) = training_cost(rows)
-    assert (
-        c["ladabert_steps"] == 500 and c["distill_only_steps"] is None and c["distill_only_max_steps"] == 3000
-    )
+    assert c["distill_only_row"] == "long" and c["distill_only_steps"] == 9000 and c["step_ratio"] == 12.0
 
 
 def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
