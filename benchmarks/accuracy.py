@@ -92,11 +92,17 @@ def run_row(
         elif args.max_train_samples:
             overrides["max_train_samples"] = args.max_train_samples
         compress(compress_preset("default", **overrides), args.teacher, out, data_dir=args.data_dir)
+    return row_from_run(rid, method, ratio, fraction, out)
+
+
+def row_from_run(rid: str, method: str, ratio: float, fraction: float, out: Path) -> dict[str, Any]:
+    """A table row, read from the run directory's metrics.json (the single source of every number)."""
     m = json.loads((out / "metrics.json").read_text())
     return {
         "id": rid,
         "method": method,
         "pattern": m["pattern"] or "none",
+        "hybrid": m.get("hybrid") if method == "hybrid" else None,
         "ratio_target": ratio,
         "ratio": m["ratio"],
         "train_fraction": fraction,
@@ -106,6 +112,7 @@ def run_row(
         "teacher_params": m["teacher_params"],
         "steps": m["steps"],
         "wall_s": m["wall_s"],
+        "bf16_autocast": bool(m.get("bf16_autocast")),
         "device": m["device"],
         "curve": m["curve"],
         "schedule": m.get("schedule", []),
@@ -120,17 +127,18 @@ def render(task: str) -> None:
         raise SystemExit(f"no accuracy_{task}.json yet")
     t = d["teacher_value"]
     lines = [
-        f"| row | method | pattern | target | exact ratio | non-zero params | dev {d['metric']} | % of teacher | steps | "
-        "wall | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| teacher | fine-tuned | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
+        f"| row | method | pattern | SVD share | target | exact ratio | non-zero params | dev {d['metric']} | "
+        "% of teacher | steps | wall | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| teacher | fine-tuned | - | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
         f"{d.get('teacher_steps', '-')} | - | - |",
     ]
     for r in d["rows"]:
         lines.append(
-            f"| {r['id']} | {r['method']} | {r['pattern']} | {r['ratio_target']:g}x | {r['ratio']:.3f}x | "
-            f"{r['params']:,} | {100 * r['value']:.2f}% | {100 * r['value'] / t:.1f}% | {r['steps']:,} | "
-            f"{r['wall_s'] / 60:.0f} min | {r['device']} |"
+            f"| {r['id']} | {r['method']} | {r['pattern']} | {'-' if r.get('hybrid') is None else r['hybrid']} | "
+            f"{r['ratio_target']:g}x | {r['ratio']:.3f}x | {r['params']:,} | {100 * r['value']:.2f}% | "
+            f"{100 * r['value'] / t:.1f}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min"
+            f"{' (bf16)' if r.get('bf16_autocast') else ''} | {r['device']} |"
         )
     if d.get("training_cost"):
         lines += [
@@ -294,11 +302,11 @@ def _save(name: str, args: argparse.Namespace, teacher: dict[str, Any], done: di
 
 
 def _complete(row: dict[str, Any]) -> dict[str, Any]:
-    """Fill fields added after a row was recorded (schedule, teacher value) from its run's metrics.json."""
-    metrics = Path(row.get("student_dir", "")) / "metrics.json"
-    if ("schedule" not in row or "teacher_value" not in row) and metrics.is_file():
-        m = json.loads(metrics.read_text())
-        row = {**row, "schedule": m.get("schedule", []), "teacher_value": m.get("teacher_value")}
+    """Re-read a recorded row from its run directory, so the JSON always matches the runs on disk (and rows
+    recorded before a field existed gain it)."""
+    out = Path(row.get("student_dir", ""))
+    if (out / "metrics.json").is_file():
+        return row_from_run(row["id"], row["method"], row["ratio_target"], row["train_fraction"], out)
     return row
 
 
