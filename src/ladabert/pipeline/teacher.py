@@ -320,12 +320,22 @@ def finetune(
     last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
     train_wall = clock.total()
-    final = trainer.evaluate(dev_ds)
+    # The reported number is the fp32 model's (what is saved, exported and served), not the training-time
+    # evaluation, which runs under the bf16 autocast when training does.
+    final = evaluate_module(
+        trainer.model,
+        tokenizer,
+        task,
+        data_dir,
+        config.max_length,
+        config.max_eval_samples,
+        config.eval_batch_size,
+    )
     metrics = {
         "task": task.name,
         "metric": task.metric,
-        "value": final[f"eval_{task.metric}"],
-        "metrics": {m: final[f"eval_{m}"] for m in task.metrics},
+        "value": final["value"],
+        "metrics": {m: final["metrics"][m] for m in task.metrics},
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "wall_s": round(train_wall, 1),
@@ -387,10 +397,12 @@ def evaluate_module(model, tokenizer, task, data_dir=None, max_length=128, max_s
     collate = make_collator(tokenizer)
     preds = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for i in range(0, len(ds), batch_size):
             batch = collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
             batch.pop("labels")
+            batch = {k: v.to(device) for k, v in batch.items()}
             preds.append(model(**batch).logits.float().cpu().numpy())
     scores = task.compute_metrics(np.concatenate(preds), dev.labels)
     return {
