@@ -143,10 +143,17 @@ def render() -> str:
                 f"{r['speedup_vs_fastest']:.2f}x |"
             )
         png = path.with_suffix(".png").name
+        from benchmarks.latency import best_table
+
+        best = [line for line in best_table(d) if "| 128 |" in line or line.startswith(("| model", "|---"))]
         parts.append(
             f"**Latency** (`{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence 128, "
-            f"interleaved medians of one run; students are BERT-base-shaped, {d['settings']['student_pattern']} "
-            f"pattern, random weights):\n\n" + "\n".join(rows) + f"\n\n![latency](benchmarks/results/{png})"
+            f"interleaved medians of one run; `student-<R>x` are BERT-base-shaped, "
+            f"{d['settings']['student_pattern']} pattern, random weights). Each model on its fastest backend:\n\n"
+            + "\n".join(best)
+            + "\n\nEvery backend:\n\n"
+            + "\n".join(rows)
+            + f"\n\n![latency](benchmarks/results/{png})"
         )
     for path in sorted(RESULTS.glob("accuracy_*.md")):
         parts.append(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ladabert.export.latency import BASE, Runner, add_speedups, measure
+from ladabert.export.latency import BASE, Runner, add_speedups, best_backends, measure, teacher_bundle
 
 
 def test_measure_interleaves_runners_and_computes_ratios():
@@ -37,3 +37,39 @@ def test_speedups_are_ratios_to_bert_base_in_the_same_run():
     assert s["speedup_vs_ort_int8"] == pytest.approx(5.0)
     assert s["speedup_vs_fastest"] == pytest.approx(3.0) and s["fastest_reference"] == "openvino-int8"
     assert rows[4]["speedup_vs_ort_int8"] is None  # no int8 reference at batch 8 in this run
+
+
+def test_best_backends_compare_each_side_on_its_fastest(tmp_path):
+    import json
+
+    def row(model, backend, ms, ratio=1.0, batch=1):
+        return {
+            "model": model,
+            "ratio": ratio,
+            "backend": backend,
+            "batch": batch,
+            "seq": 128,
+            "median_ms": ms,
+        }
+
+    rows = [
+        row(BASE, "ort-fp32", 80.0),
+        row(BASE, "openvino-int8", 16.0),
+        row("teacher-onnx", "ort-fp32", 12.0),
+        row("teacher-onnx", "openvino-bf16", 5.0),
+        row("student-onnx", "openvino-int8", 4.0, ratio=5.0),
+        row("student-onnx", "openvino-bf16", 2.5, ratio=5.0),
+    ]
+    best = {b["model"]: b for b in best_backends(rows, reference="teacher-onnx")}
+    assert best[BASE]["backend"] == "openvino-int8" and best[BASE]["speedup_vs_bert_base_fastest"] == 1.0
+    s = best["student-onnx"]
+    assert s["backend"] == "openvino-bf16" and s["median_ms"] == 2.5
+    assert s["speedup_vs_bert_base_fastest"] == pytest.approx(6.4)
+    assert s["speedup_vs_reference_fastest"] == pytest.approx(2.0) and s["reference"] == "teacher-onnx"
+    assert all(b["reference"] is None for b in best_backends(rows))
+
+    for name, kind in (("s", "student"), ("t", "teacher")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ladabert.json").write_text(json.dumps({"kind": kind}))
+    assert teacher_bundle([tmp_path / "s", tmp_path / "t"]) == "t"
+    assert teacher_bundle([tmp_path / "s"]) is None

@@ -293,6 +293,46 @@ def add_speedups(rows: list[dict[str, Any]], base: str = BASE) -> None:
         row["fastest_reference"] = fastest["backend"] if fastest else None
 
 
+def best_backends(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
+    """Each model's fastest backend at every batch and sequence, against BERT-base's fastest and, when
+    ``reference`` names a measured model (e.g. the teacher bundle), against that model's fastest: the
+    comparison "each side on its fastest backend, same run"."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["model"], r["batch"], r["seq"])
+        if key not in best or r["median_ms"] < best[key]["median_ms"]:
+            best[key] = r
+    out = []
+    for (model, batch, seq), r in best.items():
+        base = best.get((BASE, batch, seq))
+        ref = best.get((reference, batch, seq)) if reference else None
+        out.append(
+            {
+                "model": model,
+                "ratio": r["ratio"],
+                "batch": batch,
+                "seq": seq,
+                "backend": r["backend"],
+                "median_ms": r["median_ms"],
+                "speedup_vs_bert_base_fastest": base["median_ms"] / r["median_ms"] if base else None,
+                "reference": reference if ref else None,
+                "speedup_vs_reference_fastest": ref["median_ms"] / r["median_ms"] if ref else None,
+            }
+        )
+    return sorted(out, key=lambda r: (r["seq"], r["batch"], r["model"] != BASE, -r["median_ms"]))
+
+
+def teacher_bundle(bundles: list[Path]) -> str | None:
+    """The name of the first bundle exported from a teacher (``kind`` in its ladabert.json), if any."""
+    import json
+
+    for b in bundles:
+        meta = Path(b) / "ladabert.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("kind") == "teacher":
+            return Path(b).name
+    return None
+
+
 def run_benchmark(
     ratios: list[float],
     backends: list[str],
@@ -325,8 +365,10 @@ def run_benchmark(
         for b in bundles or []:
             runners += bundle_runners(Path(b), backends, threads)
         rows = measure(runners, batches, seqs, rounds, warmup, vocab, progress, min_seconds)
+    reference = teacher_bundle(list(bundles or []))
     return {
         "rows": rows,
+        "best": best_backends(rows, reference),
         "settings": {
             "threads": threads,
             "rounds": rounds,
