@@ -49,6 +49,13 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-train-samples", type=int, default=None, help="train on a random subset of N")
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (0: only at the end)")
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
+    p.add_argument(
+        "--average-last",
+        type=float,
+        default=None,
+        help="save the mean of the weights over this last share of training (0: the last weights)",
+    )
+    p.add_argument("--average-every", type=int, default=None, help="steps between averaged weight samples")
 
 
 def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -229,6 +236,8 @@ def _finetune_config(args: argparse.Namespace):  # noqa: ANN202
         "save_steps",
         "max_length",
         "mixed_precision",
+        "average_last",
+        "average_every",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     preset = "quick" if getattr(args, "quick", False) else args.preset

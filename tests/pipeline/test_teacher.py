@@ -121,3 +121,44 @@ def test_mixed_precision_is_resolved_from_the_hardware(tmp_path, monkeypatch):
     assert teacher.training_arguments(tmp_path, FinetuneConfig()).bf16 is False
     with pytest.raises(LadaBertError, match="needs a bf16-capable GPU .* pass --mixed-precision no"):
         teacher.training_arguments(tmp_path, FinetuneConfig(mixed_precision="bf16"))
+
+
+def test_weight_average_is_the_mean_and_survives_a_resume(tmp_path, tiny_bert_dir, synthetic_glue):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from ladabert.pipeline.teacher import _WeightAverage
+
+    # The running mean of three snapshots is their arithmetic mean, and apply() loads it.
+    lin = torch.nn.Linear(3, 2)
+    avg = _WeightAverage(0.5, 1, None)
+    snaps = []
+    for v in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            lin.weight.fill_(v)
+        snaps.append(v)
+        avg.update(lin)
+    avg.apply(lin)
+    assert avg.count == 3 and torch.allclose(lin.weight, torch.full((2, 3), 3.0))
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 65:
+                raise _Kill()
+
+    # 76 steps, average over the last 38 every 4 steps: samples at 42, 46, ..., 74 = 9.
+    cfg = _config(tiny_bert_dir, epochs=2, save_steps=20, average_last=0.5, average_every=4)
+    whole = finetune(cfg, tmp_path / "whole", data_dir=synthetic_glue)
+    assert whole["weights_averaged"] == 9
+    out = tmp_path / "resumed"
+    with pytest.raises(_Kill):
+        finetune(cfg, out, data_dir=synthetic_glue, callbacks=[KillAt()])
+    # checkpoint-60 carries the 5 samples taken so far (42 ... 58).
+    assert (checkpoint_dir_for(out) / "checkpoint-60" / _WeightAverage.FILE).is_file()
+    m = finetune(cfg, out, data_dir=synthetic_glue)
+    assert m["resumed_from"].endswith("checkpoint-60") and m["weights_averaged"] == 9
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(out / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    assert m["value"] >= 0.9

@@ -174,10 +174,16 @@ class FinetuneConfig(JsonConfig):
     save_steps: int = 500
     logging_steps: int = 50
     mixed_precision: str = "auto"  # auto | no | bf16 (autocast; see resolve_mixed_precision)
+    # Weight averaging (SWA-style): the saved model is the mean of the weights taken every
+    # ``average_every`` steps over the last ``average_last`` share of training (0: the last weights).
+    average_last: float = 0.0
+    average_every: int = 50
 
     def __post_init__(self) -> None:
         check_training_fields(self)
         _check_range("epochs", self.epochs, 0, lo_open=True)
+        _check_range("average_last", self.average_last, 0, 1)
+        _check_range("average_every", self.average_every, 1)
 
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
@@ -259,6 +265,77 @@ class _WallClock:
         return _SaveWallClock()
 
 
+class _WeightAverage:
+    """Running mean of the trainable weights over the last ``fraction`` of training, one sample every
+    ``every`` steps; kept in each checkpoint (``weight_average.safetensors``) so that a resumed run ends
+    with the same average as an uninterrupted one."""
+
+    FILE = "weight_average.safetensors"
+
+    def __init__(self, fraction: float, every: int, resume_dir: str | None):
+        self.fraction, self.every = fraction, every
+        self.mean: dict[str, Any] | None = None
+        self.count = 0
+        if resume_dir and (Path(resume_dir) / self.FILE).is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(Path(resume_dir) / self.FILE), "pt") as f:
+                self.mean = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                self.count = int(f.metadata()["count"])
+
+    def start_step(self, max_steps: int) -> int:
+        return max_steps - int(round(self.fraction * max_steps))
+
+    def update(self, model: Any) -> None:
+        import torch
+
+        self.count += 1
+        with torch.no_grad():
+            params = {n: p.detach().float().cpu() for n, p in model.named_parameters() if p.requires_grad}
+            if self.mean is None:
+                self.mean = {n: t.clone() for n, t in params.items()}
+            else:
+                for n, t in params.items():
+                    self.mean[n] += (t - self.mean[n]) / self.count
+
+    def apply(self, model: Any) -> None:
+        """Load the mean into ``model`` (nothing happens when no sample was taken)."""
+        import torch
+
+        if self.mean is None:
+            return
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.mean:
+                    p.copy_(self.mean[n].to(p.device, p.dtype))
+
+    def callback(self) -> Any:
+        from safetensors.torch import save_file
+        from transformers import TrainerCallback
+
+        avg = self
+
+        class _Average(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+                start = avg.start_step(state.max_steps)
+                if state.global_step > start and (state.global_step - start) % avg.every == 0:
+                    avg.update(model)
+
+            def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+                if state.is_world_process_zero and avg.mean is not None:
+                    ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                    if ckpt.is_dir():
+                        tmp = ckpt / f".{avg.FILE}.tmp"
+                        save_file(
+                            {k: v.contiguous() for k, v in avg.mean.items()},
+                            str(tmp),
+                            {"count": str(avg.count)},
+                        )
+                        tmp.replace(ckpt / avg.FILE)
+
+        return _Average()
+
+
 def finetune(
     config: FinetuneConfig,
     out: str | os.PathLike,
@@ -308,6 +385,8 @@ def finetune(
 
     args = training_arguments(work_dir, config, num_train_epochs=config.epochs)
     clock = _WallClock(work_dir)
+    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    average = _WeightAverage(config.average_last, config.average_every, last) if config.average_last else None
     trainer = Trainer(
         model=model,
         args=args,
@@ -315,11 +394,12 @@ def finetune(
         eval_dataset=dev_ds,
         data_collator=make_collator(tokenizer),
         compute_metrics=lambda p: task.compute_metrics(p.predictions, p.label_ids),
-        callbacks=[clock.callback(), *(callbacks or [])],
+        callbacks=[clock.callback(), *([average.callback()] if average else []), *(callbacks or [])],
     )
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
     train_wall = clock.total()
+    if average:
+        average.apply(trainer.model)
     # The reported number is the fp32 model's (what is saved, exported and served), not the training-time
     # evaluation, which runs under the bf16 autocast when training does.
     final = evaluate_module(
@@ -340,6 +420,7 @@ def finetune(
         "epochs": trainer.state.epoch,
         "wall_s": round(train_wall, 1),
         "bf16_autocast": bool(trainer.args.bf16),
+        "weights_averaged": average.count if average else 0,
         "resumed_from": last,
         "train_examples": len(train),
         "eval_examples": len(dev),
