@@ -42,16 +42,29 @@ def render() -> str:
             f"{_machine(d)}."
         )
         if len(d.get("sweep", [])) > 1:
-            rows = ["| learning rate | bf16 autocast | final dev | best evaluated | steps | wall |"]
-            rows.append("|---|---|---|---|---|---|")
-            for r in sorted(d["sweep"], key=lambda r: r["learning_rate"]):
+            rows = [
+                "| run | learning rate | epochs | weights averaged over | bf16 autocast | final dev (fp32 model) | "
+                "best evaluated during training | steps | wall |"
+            ]
+            rows.append("|---|---|---|---|---|---|---|---|---|")
+            for r in sorted(
+                d["sweep"], key=lambda r: (r["learning_rate"], r["epochs"], r.get("average_last", 0))
+            ):
+                avg = (
+                    f"last {100 * r['average_last']:.0f}% ({r['weights_averaged']} samples)"
+                    if r.get("average_last")
+                    else "-"
+                )
                 rows.append(
-                    f"| {r['learning_rate']:g} | {'yes' if r['bf16_autocast'] else 'no'} | {_pct(r['value'])}% | "
+                    f"| `{Path(r['dir']).name}` | {r['learning_rate']:g} | {r['epochs']:g} | {avg} | "
+                    f"{'yes' if r['bf16_autocast'] else 'no'} | {_pct(r['value'])}% | "
                     f"{_pct(r['best_evaluated'])}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min |"
                 )
             parts.append(
-                "Teacher learning-rate sweep (same command, `--lr` changed; wall times are not comparable "
-                "across rows: the runs shared the 2 cores with different other jobs):\n\n" + "\n".join(rows)
+                "Teacher recipe sweep (the same `ladabert finetune` command with the flags changed; the best-"
+                "evaluated column is for reference only, no checkpoint is picked on the dev set; wall times are "
+                "not comparable across rows: the runs shared the 2 cores with different other jobs):\n\n"
+                + "\n".join(rows)
             )
     for path in sorted(RESULTS.glob("compress_*.json")):
         d = json.loads(path.read_text())

@@ -61,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(path.read_text())
         if r["task"] != m["task"]:
             p.error(f"{d} is a {r['task']} run, not {m['task']}")
+        value_bf16_eval = None
+        if r.get("bf16_autocast") and r.get("value_precision") != "fp32":
+            # Runs from before finetune reported the fp32 model: their value came from the bf16-autocast
+            # training evaluation. Re-evaluate the saved (fp32) model so that every row means the same.
+            from ladabert.pipeline.teacher import evaluate
+
+            value_bf16_eval = r["value"]
+            r["value"] = evaluate(d, r["task"], max_length=r["config"]["max_length"])["value"]
         sweep.append(
             {
                 "dir": d,
@@ -68,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": r["config"]["epochs"],
                 "batch_size": r["config"]["batch_size"],
                 "bf16_autocast": r.get("bf16_autocast", False),
+                "average_last": r["config"].get("average_last", 0.0),
+                "weights_averaged": r.get("weights_averaged", 0),
                 "value": r["value"],
+                "value_bf16_eval": value_bf16_eval,
                 "best_evaluated": max([v for _, v in r.get("curve", [])] + [r["value"]]),
                 "steps": r["steps"],
                 "wall_s": r["wall_s"],

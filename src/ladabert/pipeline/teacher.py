@@ -415,6 +415,7 @@ def finetune(
         "task": task.name,
         "metric": task.metric,
         "value": final["value"],
+        "value_precision": "fp32",
         "metrics": {m: final["metrics"][m] for m in task.metrics},
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
