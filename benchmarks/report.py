@@ -38,7 +38,13 @@ def render() -> str:
         parts.append(
             f"**Teacher** ({d.get('model')}, fine-tuned on {d['task']}; `{path.name}`): dev {d['metric']} "
             f"**{_pct(d['value'])}%** after {d['steps']:,} steps ({d['config']['epochs']:g} epochs, batch "
-            f"{d['config']['batch_size']}, lr {d['config']['learning_rate']:g}), {d['wall_s'] / 60:.0f} min on "
+            f"{d['config']['batch_size']}, lr {d['config']['learning_rate']:g}"
+            + (
+                f", weights averaged over the last {100 * d['config']['average_last']:.0f}%"
+                if d["config"].get("average_last")
+                else ""
+            )
+            + f"), {d['wall_s'] / 60:.0f} min on "
             f"{_machine(d)}."
         )
         if len(d.get("sweep", [])) > 1:
@@ -81,7 +87,8 @@ def render() -> str:
                 f"{r['wall_s'] / 60:.0f} min |"
             )
         parts.append(
-            f"**LadaBERT students** of that teacher (`{path.name}`; teacher {_pct(d['teacher_value'])}%, "
+            f"**LadaBERT students** (`{path.name}`; distilled from `{d.get('teacher_dir', '?')}`, teacher "
+            f"{_pct(d['teacher_value'])}%, "
             f"{_machine(d)}):\n\n" + "\n".join(rows)
         )
     for path in sorted(RESULTS.glob("hybrid_share_*.json")):
