@@ -14,6 +14,7 @@ table (``accuracy_<task>.md``) and two plots (``accuracy_vs_ratio_<task>.png``,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -285,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         # Re-read before writing: another process may have added rows meanwhile.
         done = {r["id"]: r for r in (load_results(name) or {}).get("rows", [])} | {rid: row}
         _save(name, args, teacher, done)
-    if load_results(name):
+    recorded = load_results(name)
+    if recorded:
         # Recompute the derived numbers from every row (rows from older runs may lack newer fields).
-        _save(name, args, teacher, {r["id"]: r for r in load_results(name).get("rows", [])})
+        _save(name, args, teacher, {r["id"]: r for r in recorded.get("rows", [])})
         render(args.task)
     return 0
 
@@ -317,6 +319,7 @@ def _complete(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+@functools.cache
 def _teacher_params(path: str) -> int:
     from ladabert.pipeline.student import load_classifier
 

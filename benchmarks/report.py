@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from benchmarks._common import RESULTS
+from benchmarks.latency import best_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -163,8 +164,6 @@ def render() -> str:
                 f"{r['speedup_vs_fastest']:.2f}x |"
             )
         png = path.with_suffix(".png").name
-        from benchmarks.latency import best_table
-
         best = [line for line in best_table(d) if "| 128 |" in line or line.startswith(("| model", "|---"))]
         parts.append(
             f"**Latency** (`{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence 128, "
