@@ -241,12 +241,7 @@ def _finetune_config(args: argparse.Namespace):  # noqa: ANN202
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     preset = "quick" if getattr(args, "quick", False) else args.preset
-    try:
-        return finetune_preset(preset, task=args.task, **overrides)
-    except ValueError as exc:
-        from ladabert.errors import LadaBertError
-
-        raise LadaBertError(f"invalid setting: {exc}") from None
+    return finetune_preset(preset, task=args.task, **overrides)
 
 
 def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN202

@@ -42,6 +42,17 @@ class JsonConfig:
     def from_json(cls, text: str) -> Any:
         return cls.from_dict(json.loads(text))
 
+    @classmethod
+    def from_preset(cls, presets: dict[str, dict[str, Any]], name: str, **overrides: Any) -> Any:
+        """The named preset with ``overrides`` on top; an unknown name or an invalid value is a
+        :class:`LadaBertError` that says what to do."""
+        if name not in presets:
+            raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
+        try:
+            return cls(**{**presets[name], **overrides})
+        except ValueError as exc:
+            raise LadaBertError(f"invalid setting: {exc}") from None
+
 
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Make sure ``path``'s parent exists (creating it) and accepts new files.

@@ -102,6 +102,8 @@ def test_config_validation_and_json_round_trip():
     assert finetune_preset("quick").max_train_samples == 4000
     with pytest.raises(LadaBertError, match="unknown preset 'fast'"):
         finetune_preset("fast")
+    with pytest.raises(LadaBertError, match="invalid setting: epochs"):
+        finetune_preset("default", epochs=0)
 
 
 def test_mixed_precision_is_resolved_from_the_hardware(tmp_path, monkeypatch):

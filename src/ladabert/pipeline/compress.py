@@ -124,12 +124,7 @@ COMPRESS_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def compress_preset(name: str, **overrides: Any) -> CompressConfig:
-    if name not in COMPRESS_PRESETS:
-        raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(COMPRESS_PRESETS)}")
-    try:
-        return CompressConfig(**{**COMPRESS_PRESETS[name], **overrides})
-    except ValueError as exc:
-        raise LadaBertError(f"invalid setting: {exc}") from None
+    return CompressConfig.from_preset(COMPRESS_PRESETS, name, **overrides)
 
 
 def _count_all(model: torch.nn.Module) -> int:

@@ -197,9 +197,7 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def finetune_preset(name: str, **overrides: Any) -> FinetuneConfig:
-    if name not in FINETUNE_PRESETS:
-        raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(FINETUNE_PRESETS)}")
-    return FinetuneConfig(**{**FINETUNE_PRESETS[name], **overrides})
+    return FinetuneConfig.from_preset(FINETUNE_PRESETS, name, **overrides)
 
 
 def checkpoint_dir_for(out: str | os.PathLike) -> Path:
