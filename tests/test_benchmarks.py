@@ -59,7 +59,7 @@ def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
     from benchmarks import sweep
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(sweep, "GRID", {"a": {"ratio": 2.0}, "b": {"ratio": 2.0, "embedding_scale": 0.5}})
+    monkeypatch.setattr(sweep, "GRID", {"a": {"ratio": 2.0}, "b": {"ratio": 2.0, "embedding_scale": 0.5, "max_steps": 12}})
     argv = [
         "--teacher",
         str(tiny_teacher),
@@ -76,4 +76,5 @@ def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
     assert sweep.main([*argv, "--max-steps", "8", "--eval-steps", "4"]) == 0  # runs b, reads a
     rows = json.loads((tmp_path / "results" / "sweep_sst2.json").read_text())["rows"]
     assert [r["id"] for r in rows] == ["a", "b"] and rows[1]["config"]["embedding_scale"] == 0.5
+    assert rows[1]["steps"] == 12  # a setting's own max_steps wins over --max-steps
     assert (tmp_path / "runs" / "sweep-sst2-a" / "metrics.json").stat().st_mtime_ns == stamp
