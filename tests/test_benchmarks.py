@@ -59,7 +59,9 @@ def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
     from benchmarks import sweep
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(sweep, "GRID", {"a": {"ratio": 2.0}, "b": {"ratio": 2.0, "embedding_scale": 0.5, "max_steps": 12}})
+    monkeypatch.setattr(
+        sweep, "GRID", {"a": {"ratio": 2.0}, "b": {"ratio": 2.0, "embedding_scale": 0.5, "max_steps": 12}}
+    )
     argv = [
         "--teacher",
         str(tiny_teacher),
