@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import socket
+import sys
 from pathlib import Path
 
 from benchmarks._common import save_results
@@ -116,21 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         render(Path(args.render))
         return 0
 
+    from ladabert.errors import LadaBertError
     from ladabert.export.latency import ALL_BACKENDS, run_benchmark
 
     batches, seqs = ([1, 8], [128]) if args.quick else ([1, 8, 32], [32, 128, 384])
     rounds = args.rounds or (20 if args.quick else 10)
-    res = run_benchmark(
-        args.ratios,
-        list(args.backends or ALL_BACKENDS),
-        batches,
-        seqs,
-        args.threads,
-        rounds,
-        warmup=2,
-        bundles=[Path(b) for b in args.bundle],
-        pattern=args.pattern,
-    )
+    try:
+        res = run_benchmark(
+            args.ratios,
+            list(args.backends or ALL_BACKENDS),
+            batches,
+            seqs,
+            args.threads,
+            rounds,
+            warmup=2,
+            bundles=[Path(b) for b in args.bundle],
+            pattern=args.pattern,
+        )
+    except LadaBertError as exc:
+        print(f"benchmarks.latency: error: {exc}", file=sys.stderr)
+        return 2
     name = Path(args.out).name if args.out else f"latency_{host_slug()}.json"
     out = save_results(name, res) if not args.out else Path(args.out)
     if args.out:

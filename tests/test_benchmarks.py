@@ -80,3 +80,15 @@ def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
     assert [r["id"] for r in rows] == ["a", "b"] and rows[1]["config"]["embedding_scale"] == 0.5
     assert rows[1]["steps"] == 12  # a setting's own max_steps wins over --max-steps
     assert (tmp_path / "runs" / "sweep-sst2-a" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_latency_benchmark_exits_2_with_one_line_on_a_bad_bundle(tmp_path, capsys):
+    from benchmarks import latency
+
+    assert latency.main(["--quick", "--bundle", str(tmp_path), "--out", str(tmp_path / "l.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"benchmarks.latency: error: {tmp_path} has no ladabert.json; pass a directory written by ladabert export"
+    )
+    assert not (tmp_path / "l.json").exists()

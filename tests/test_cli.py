@@ -30,6 +30,26 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_bench_rejects_bad_settings_before_building_any_model(tmp_path, capsys, monkeypatch):
+    import ladabert.export.latency as lat
+
+    def boom(*a, **k):
+        raise AssertionError("a model was built before the settings were checked")
+
+    monkeypatch.setattr(lat, "bert_base_students", boom)
+    cases = [
+        (["--bundle", str(tmp_path / "nope")], "has no ladabert.json"),
+        (["--backends", "tensorrt"], "unknown backend(s) ['tensorrt']"),
+        (["--ratios", "0.5"], "compression ratios must be > 1"),
+        (["--threads", "0"], "--threads and --rounds must be >= 1"),
+    ]
+    for extra, message in cases:
+        assert main(["bench", "--quick", "--out", str(tmp_path / "b.json"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0, err
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_finetune_then_eval_through_the_cli(tmp_path, tiny_bert_dir, synthetic_glue, capsys):
     out = tmp_path / "t"
     args = ["--data-dir", str(synthetic_glue), "--max-length", "32"]

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ladabert.errors import LadaBertError
+
 ALL_BACKENDS = (
     "pytorch-fp32",
     "pytorch-bf16",
@@ -333,6 +335,37 @@ def teacher_bundle(bundles: list[Path]) -> str | None:
     return None
 
 
+def check_benchmark_inputs(
+    ratios: list[float],
+    backends: list[str],
+    batches: list[int],
+    seqs: list[int],
+    threads: int,
+    rounds: int,
+    bundles: list[Path] | None = None,
+) -> None:
+    """Fail before any model is built (minutes of work) on a setting that cannot run."""
+    from ladabert.export.bundle import bundle_summary
+
+    unknown = [b for b in backends if b not in ALL_BACKENDS]
+    if unknown:
+        raise LadaBertError(f"unknown backend(s) {unknown}; choose from: {' '.join(ALL_BACKENDS)}")
+    bad = [r for r in ratios if not r > 1.0]
+    if bad:
+        raise LadaBertError(
+            f"compression ratios must be > 1 (BERT-base itself is always measured), got {bad}"
+        )
+    for name, values in (("batch", batches), ("sequence", seqs)):
+        if not values or min(values) < 1:
+            raise LadaBertError(f"{name} sizes must be >= 1, got {values}")
+    if max(seqs) > 512:
+        raise LadaBertError(f"sequence lengths must be <= 512 (BERT's positions), got {max(seqs)}")
+    if threads < 1 or rounds < 1:
+        raise LadaBertError(f"--threads and --rounds must be >= 1, got {threads} and {rounds}")
+    for b in bundles or []:
+        bundle_summary(b)  # a clear error for a directory that ``ladabert export`` did not write
+
+
 def run_benchmark(
     ratios: list[float],
     backends: list[str],
@@ -351,6 +384,7 @@ def run_benchmark(
     """Build every model and backend, then measure them interleaved. Returns rows and settings."""
     import torch
 
+    check_benchmark_inputs(ratios, backends, batches, seqs, threads, rounds, bundles)
     torch.set_num_threads(threads)
     if not openvino_available():
         backends = [b for b in backends if not b.startswith("openvino")]
