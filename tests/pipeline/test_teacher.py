@@ -74,6 +74,16 @@ def test_bad_models_and_outputs_give_clear_errors(tmp_path, tiny_bert_dir, synth
     GPT2Config(n_layer=1).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(LadaBertError, match="is a 'gpt2' model; ladabert works on BERT models"):
         finetune(_config(tmp_path / "gpt2"), tmp_path / "o2", data_dir=synthetic_glue)
+    import shutil
+
+    shutil.copytree(tiny_bert_dir, tmp_path / "noweights")
+    (tmp_path / "noweights" / "model.safetensors").unlink()
+    with pytest.raises(LadaBertError, match="has no PyTorch weights .*written by save_pretrained"):
+        finetune(_config(tmp_path / "noweights"), tmp_path / "o4", data_dir=synthetic_glue)
+    (tmp_path / "noweights" / "ladabert.json").write_text("{}")
+    with pytest.raises(LadaBertError, match="it is an ONNX bundle written by ladabert export"):
+        finetune(_config(tmp_path / "noweights"), tmp_path / "o4", data_dir=synthetic_glue)
+    assert not (tmp_path / "o4").exists()
     with pytest.raises(LadaBertError, match="--max-length 128 exceeds .* 64 position embeddings"):
         finetune(_config(tiny_bert_dir, max_length=128), tmp_path / "o3", data_dir=synthetic_glue)
     blocker = tmp_path / "a-file"
@@ -85,7 +95,7 @@ def test_bad_models_and_outputs_give_clear_errors(tmp_path, tiny_bert_dir, synth
         finetune(_config(tiny_bert_dir), tmp_path / "exists", data_dir=synthetic_glue)
     with pytest.raises(LadaBertError, match="model directory .*missing does not exist"):
         finetune(_config(tmp_path / "missing"), tmp_path / "o4", data_dir=synthetic_glue)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "exists", "gpt2", "noconfig"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "exists", "gpt2", "noconfig", "noweights"]
 
 
 def test_config_validation_and_json_round_trip():

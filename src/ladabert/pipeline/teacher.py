@@ -32,6 +32,13 @@ from ladabert.utils import (
 
 SUPPORTED_MODEL_TYPES = ("bert",)
 DEFAULT_TEACHER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# What from_pretrained reads (single file or sharded index), in the order it prefers them.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def default_teacher_base() -> str:
@@ -67,7 +74,8 @@ def resolve_model(name_or_path: str | None) -> str:
 
 
 def load_bert_config(model: str, **kwargs: Any) -> Any:
-    """Load and check a model config: it must be a BERT-family model we know how to compress."""
+    """Load and check a model config: it must be a BERT-family model we know how to compress, and a local
+    directory must hold its weights."""
     from transformers import AutoConfig
 
     try:
@@ -83,6 +91,14 @@ def load_bert_config(model: str, **kwargs: Any) -> Any:
             f"{model!r} is a {config.model_type!r} model; ladabert works on BERT models "
             f"(model_type {', '.join(SUPPORTED_MODEL_TYPES)}), e.g. bert-base-uncased or all-MiniLM-L6-v2"
         )
+    p = Path(model)
+    if p.is_dir() and not any((p / w).is_file() for w in WEIGHT_FILES):
+        hint = (
+            "it is an ONNX bundle written by ladabert export; pass the PyTorch directory it was exported from"
+            if (p / "ladabert.json").is_file()
+            else "pass a directory written by save_pretrained (ladabert finetune or compress)"
+        )
+        raise LadaBertError(f"model directory {p} has no PyTorch weights ({WEIGHT_FILES[0]}); {hint}")
     return config
 
 
