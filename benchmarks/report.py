@@ -48,12 +48,20 @@ def render() -> str:
             + f"), {d['wall_s'] / 60:.0f} min on "
             f"{_machine(d)}."
         )
+        runs = d.get("default_recipe_values") or []
+        if len(runs) > 1:
+            parts.append(
+                f"Every run of the default recipe on record ({len(runs)} runs, same settings and seed; CPU "
+                "training here is not bit-reproducible): "
+                + ", ".join(f"{_pct(v)}%" for v in runs)
+                + f" (mean {_pct(sum(runs) / len(runs))}%)."
+            )
         if len(d.get("sweep", [])) > 1:
             rows = [
-                "| run | learning rate | epochs | weights averaged over | bf16 autocast | final dev (fp32 model) | "
-                "best evaluated during training | steps | wall |"
+                "| run | default recipe | learning rate | epochs | weights averaged over | bf16 autocast | "
+                "final dev (fp32 model) | best evaluated during training | steps | wall |"
             ]
-            rows.append("|---|---|---|---|---|---|---|---|---|")
+            rows.append("|---|---|---|---|---|---|---|---|---|---|")
             for r in sorted(
                 d["sweep"], key=lambda r: (r["learning_rate"], r["epochs"], r.get("average_last", 0))
             ):
@@ -63,7 +71,8 @@ def render() -> str:
                     else "-"
                 )
                 rows.append(
-                    f"| `{Path(r['dir']).name}` | {r['learning_rate']:g} | {r['epochs']:g} | {avg} | "
+                    f"| `{Path(r['dir']).name}` | {'yes' if r.get('default_recipe') else '-'} | "
+                    f"{r['learning_rate']:g} | {r['epochs']:g} | {avg} | "
                     f"{'yes' if r['bf16_autocast'] else 'no'} | {_pct(r['value'])}% | "
                     f"{_pct(r['best_evaluated'])}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min |"
                 )

@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
         finetune(FinetuneConfig(task=args.task), args.teacher)
     m = json.loads(metrics_path.read_text())
+    from ladabert.pipeline.teacher import FinetuneConfig
+
+    # Settings that define the recipe (not where or how often to evaluate, log or save).
+    defaults = FinetuneConfig(task=m["task"]).to_dict()
+    recipe = [k for k in defaults if k not in ("task", "eval_steps", "save_steps", "logging_steps")]
     sweep = []
     for d in [args.teacher, *args.sweep]:
         path = Path(d) / "metrics.json"
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": r["config"]["batch_size"],
                 "bf16_autocast": r.get("bf16_autocast", False),
                 "average_last": r["config"].get("average_last", 0.0),
+                # Same recipe as `ladabert finetune --task T` with no other flag (set explicitly or not).
+                "default_recipe": all(r["config"].get(k, "missing") == defaults[k] for k in recipe),
                 "weights_averaged": r.get("weights_averaged", 0),
                 "value": r["value"],
                 "value_bf16_eval": value_bf16_eval,
@@ -86,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                 "curve": r.get("curve", []),
             }
         )
+    default_values = [r["value"] for r in sweep if r["default_recipe"]]
     out = save_results(
         f"teacher_{m['task']}.json",
-        {k: m[k] for k in KEYS if k in m} | {"teacher_dir": args.teacher, "sweep": sweep},
+        {k: m[k] for k in KEYS if k in m}
+        | {"teacher_dir": args.teacher, "default_recipe_values": default_values, "sweep": sweep},
     )
     print(
         f"{m['task']} teacher: {m['metric']} {m['value']:.4f}, {m['steps']} steps, {m['wall_s']:.0f} s -> {out}"

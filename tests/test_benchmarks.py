@@ -92,3 +92,26 @@ def test_latency_benchmark_exits_2_with_one_line_on_a_bad_bundle(tmp_path, capsy
         == f"benchmarks.latency: error: {tmp_path} has no ladabert.json; pass a directory written by ladabert export"
     )
     assert not (tmp_path / "l.json").exists()
+
+
+def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(tmp_path, monkeypatch, tiny_teacher):
+    import json
+
+    import benchmarks._common as common
+    from benchmarks import report, teacher
+    from ladabert.pipeline.teacher import FinetuneConfig
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    m = json.loads((tiny_teacher / "metrics.json").read_text())
+    runs = []
+    for name, value, changes in (("a", 0.90, {"eval_steps": 7}), ("b", 0.80, {"learning_rate": 1e-4})):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = FinetuneConfig(task=m["task"]).to_dict() | changes
+        (d / "metrics.json").write_text(json.dumps(m | {"value": value, "config": cfg}))
+        runs.append(str(d))
+    assert teacher.main(["--teacher", runs[0], "--sweep", runs[1], str(tiny_teacher)]) == 0
+    out = json.loads((tmp_path / "results" / f"teacher_{m['task']}.json").read_text())
+    assert [r["default_recipe"] for r in out["sweep"]] == [True, False, False]
+    assert out["default_recipe_values"] == [0.90] and out["value"] == 0.90
