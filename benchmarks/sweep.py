@@ -34,6 +34,9 @@ GRID: dict[str, dict[str, Any]] = {
     # variance at every layer): does the hidden-state term cost the task accuracy?
     "5x-hidden0": {"ratio": 5.0, "max_steps": 3000, "w_hidden": 0.0},
     "5x-hidden0.1": {"ratio": 5.0, "max_steps": 3000, "w_hidden": 0.1},
+    # Even 2.5x ended 3.7 points under the teacher: does the student need inputs beyond the training set?
+    "5x-aug0.3": {"ratio": 5.0, "max_steps": 3000, "augment": 0.3},
+    "10x-aug0.3": {"ratio": 10.0, "max_steps": 3000, "augment": 0.3},
 }
 
 

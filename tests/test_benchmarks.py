@@ -99,6 +99,7 @@ def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(tmp_path, monkey
 
     import benchmarks._common as common
     from benchmarks import report, teacher
+
     from ladabert.pipeline.teacher import FinetuneConfig
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")

@@ -106,6 +106,12 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
     for w in ("temperature", "w-logits", "w-hidden", "w-attention", "w-hard"):
         p.add_argument(f"--{w}", type=float, default=None, help="distillation loss setting")
+    p.add_argument(
+        "--augment",
+        type=float,
+        default=None,
+        help="token-replacement probability in every second training example (default 0: off)",
+    )
 
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
@@ -267,6 +273,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "w_hidden",
         "w_attention",
         "w_hard",
+        "augment",
         "mixed_precision",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}

@@ -79,6 +79,9 @@ class CompressConfig(JsonConfig):
     w_hidden: float = 1.0
     w_attention: float = 0.0
     w_hard: float = 0.0
+    augment: float = (
+        0.0  # token-replacement probability in every second training example (distill.augment_tokens)
+    )
     max_length: int = 128
     seed: int = 42
     max_train_samples: int | None = None
@@ -102,6 +105,7 @@ class CompressConfig(JsonConfig):
         _check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
         _check_range("schedule_updates", self.schedule_updates, 1)
         _check_range("max_steps", self.max_steps, 1)
+        _check_range("augment", self.augment, 0, 1)
         if self.schedule not in ("cubic", "linear"):
             raise ValueError(f"schedule must be 'cubic' or 'linear', got {self.schedule!r}")
         self.loss()  # validates the loss weights
@@ -275,6 +279,9 @@ def compress(
         teacher=teacher_model,
         loss=config.loss(),
         regression=task.is_regression,
+        augment=config.augment,
+        special_ids=tokenizer.all_special_ids,
+        mask_id=tokenizer.mask_token_id,
         train_dataset=train_ds,
         eval_dataset=dev_ds,
         data_collator=make_collator(tokenizer),

@@ -5,6 +5,9 @@ The loss is a weighted sum of
 - MSE between each student hidden state (embeddings and every layer) and the teacher's, over real tokens,
 - optionally MSE between attention maps, and cross-entropy on the gold labels.
 
+With ``augment`` > 0 every second training example has some of its tokens replaced (:func:`augment_tokens`)
+before both models see it.
+
 Training runs on transformers' ``Trainer`` (so ``torchrun``/``accelerate launch`` work unchanged); the
 :class:`CompressionCallback` enforces the pruning masks after every optimizer step and recompresses the
 student at the schedule's update steps.
@@ -89,13 +92,58 @@ class DistillLoss:
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+def augment_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    special_ids: torch.Tensor,
+    mask_id: int,
+    p: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Token-replacement augmentation for distillation: in every second example of the batch, each real,
+    non-special token is replaced with probability ``p``, half of the time by ``mask_id`` and otherwise by a
+    token drawn from the batch's own real tokens. The teacher labels the altered text, so the student learns
+    the teacher's function on inputs around the training data, not only on it. Returns a new tensor."""
+    if p <= 0:
+        return input_ids
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    real &= ~torch.isin(input_ids, special_ids.to(input_ids.device))
+    rows = torch.zeros_like(real)
+    rows[1::2] = True  # the even examples stay as they are
+    rand = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    hit = real & rows & (rand < p)
+    pool = input_ids[real]
+    if not hit.any() or pool.numel() == 0:
+        return input_ids
+    out = input_ids.clone()
+    to_mask = hit & (rand < p / 2)
+    out[to_mask] = mask_id
+    swap = hit & ~to_mask
+    picks = torch.randint(pool.numel(), (int(swap.sum()),), generator=generator, device=input_ids.device)
+    out[swap] = pool[picks]
+    return out
+
+
 class DistillationTrainer(Trainer):
     """``Trainer`` whose training loss is :class:`DistillLoss` against a frozen teacher."""
 
     def __init__(
-        self, *args: Any, teacher: torch.nn.Module, loss: DistillLoss, regression: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        teacher: torch.nn.Module,
+        loss: DistillLoss,
+        regression: bool = False,
+        augment: float = 0.0,
+        special_ids: list[int] | None = None,
+        mask_id: int | None = None,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        if augment > 0 and mask_id is None:
+            raise ValueError("augment > 0 needs the tokenizer's mask token id")
+        self.augment = augment
+        self.special_ids = torch.tensor(sorted(set(special_ids or [])), dtype=torch.long)
+        self.mask_id = mask_id
         self.teacher = teacher.to(self.args.device).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -116,6 +164,14 @@ class DistillationTrainer(Trainer):
             else:
                 loss = F.cross_entropy(logits, labels)
             return (loss, SequenceClassifierOutput(loss=loss, logits=out.logits)) if return_outputs else loss
+        if self.augment > 0:
+            inputs["input_ids"] = augment_tokens(
+                inputs["input_ids"],
+                inputs.get("attention_mask"),
+                self.special_ids,
+                self.mask_id,
+                self.augment,
+            )
         want_att = self.distill_loss.attention > 0
         # The teacher runs under the same autocast as the student (Accelerate wraps only the student).
         with torch.no_grad(), self.accelerator.autocast():
