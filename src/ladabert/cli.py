@@ -107,6 +107,20 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     for w in ("temperature", "w-logits", "w-hidden", "w-attention", "w-hard"):
         p.add_argument(f"--{w}", type=float, default=None, help="distillation loss setting")
     p.add_argument(
+        f"--{prefix}average-last",
+        dest=f"{prefix.replace('-', '_')}average_last",
+        type=float,
+        default=None,
+        help="save the mean of the weights over this last share of training, after the schedule (default 0)",
+    )
+    p.add_argument(
+        f"--{prefix}average-every",
+        dest=f"{prefix.replace('-', '_')}average_every",
+        type=int,
+        default=None,
+        help="steps between averaged weight samples (default 50)",
+    )
+    p.add_argument(
         "--augment",
         type=float,
         default=None,
@@ -277,7 +291,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "mixed_precision",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
-    for f in ("max_steps", "learning_rate"):
+    for f in ("max_steps", "learning_rate", "average_last", "average_every"):
         if getattr(args, prefix + f, None) is not None:
             overrides[f] = getattr(args, prefix + f)
     preset = "quick" if getattr(args, "quick", False) else args.preset

@@ -140,11 +140,11 @@ def test_weight_average_is_the_mean_and_survives_a_resume(tmp_path, tiny_bert_di
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
-    from ladabert.pipeline.teacher import _WeightAverage
+    from ladabert.pipeline.teacher import WeightAverage
 
     # The running mean of three snapshots is their arithmetic mean, and apply() loads it.
     lin = torch.nn.Linear(3, 2)
-    avg = _WeightAverage(0.5, 1, None)
+    avg = WeightAverage(0.5, 1, None)
     snaps = []
     for v in (1.0, 2.0, 6.0):
         with torch.no_grad():
@@ -167,7 +167,7 @@ def test_weight_average_is_the_mean_and_survives_a_resume(tmp_path, tiny_bert_di
     with pytest.raises(_Kill):
         finetune(cfg, out, data_dir=synthetic_glue, callbacks=[KillAt()])
     # checkpoint-60 carries the 5 samples taken so far (42 ... 58).
-    assert (checkpoint_dir_for(out) / "checkpoint-60" / _WeightAverage.FILE).is_file()
+    assert (checkpoint_dir_for(out) / "checkpoint-60" / WeightAverage.FILE).is_file()
     m = finetune(cfg, out, data_dir=synthetic_glue)
     assert m["resumed_from"].endswith("checkpoint-60") and m["weights_averaged"] == 9
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))

@@ -32,6 +32,7 @@ from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
 from ladabert.pipeline.prune import PATTERNS
 from ladabert.pipeline.schedule import CompressionSchedule
 from ladabert.pipeline.teacher import (
+    WeightAverage,
     _check_range,
     _WallClock,
     check_max_length,
@@ -79,9 +80,12 @@ class CompressConfig(JsonConfig):
     w_hidden: float = 1.0
     w_attention: float = 0.0
     w_hard: float = 0.0
-    augment: float = (
-        0.0  # token-replacement probability in every second training example (distill.augment_tokens)
-    )
+    # Save the mean of the weights sampled every ``average_every`` steps over this last share of training
+    # (0: the last weights). It must lie after the schedule, where the masks and ranks no longer change.
+    average_last: float = 0.0
+    average_every: int = 50
+    # Token-replacement probability in every second training example (distill.augment_tokens); 0: off.
+    augment: float = 0.0
     max_length: int = 128
     seed: int = 42
     max_train_samples: int | None = None
@@ -106,6 +110,12 @@ class CompressConfig(JsonConfig):
         _check_range("schedule_updates", self.schedule_updates, 1)
         _check_range("max_steps", self.max_steps, 1)
         _check_range("augment", self.augment, 0, 1)
+        _check_range("average_every", self.average_every, 1)
+        if not 0 <= self.average_last <= 1 - self.schedule_fraction + 1e-9:
+            raise ValueError(
+                f"average_last must be >= 0 and <= 1 - schedule_fraction ({1 - self.schedule_fraction:g}) so "
+                f"that every averaged sample has the final masks, got {self.average_last!r}"
+            )
         if self.schedule not in ("cubic", "linear"):
             raise ValueError(f"schedule must be 'cubic' or 'linear', got {self.schedule!r}")
         self.loss()  # validates the loss weights
@@ -273,6 +283,8 @@ def compress(
     args = training_arguments(work_dir, config)
     clock = _WallClock(work_dir)
     comp_cb = CompressionCallback(plans)
+    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    average = WeightAverage(config.average_last, config.average_every, last) if config.average_last else None
     trainer = DistillationTrainer(
         model=student,
         args=args,
@@ -286,13 +298,15 @@ def compress(
         eval_dataset=dev_ds,
         data_collator=make_collator(tokenizer),
         compute_metrics=lambda p: task.compute_metrics(p.predictions, p.label_ids),
-        callbacks=[clock.callback(), comp_cb, *(callbacks or [])],
+        # The average samples after the compression callback has applied this step's masks.
+        callbacks=[clock.callback(), comp_cb, *([average.callback()] if average else []), *(callbacks or [])],
     )
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
     wall = clock.total()
 
     student = trainer.model
+    if average:
+        average.apply(student)
     hyb.apply_masks(student)
     if hasattr(student, "ladabert_hidden_proj"):
         del student.ladabert_hidden_proj
@@ -336,6 +350,7 @@ def compress(
         "steps": trainer.state.global_step,
         "wall_s": round(wall, 1),
         "bf16_autocast": bool(trainer.args.bf16),
+        "weights_averaged": average.count if average else 0,
         "resumed_from": last,
         "train_examples": len(train),
         "eval_examples": len(dev),

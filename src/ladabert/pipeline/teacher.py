@@ -281,7 +281,7 @@ class _WallClock:
         return _SaveWallClock()
 
 
-class _WeightAverage:
+class WeightAverage:
     """Running mean of the trainable weights over the last ``fraction`` of training, one sample every
     ``every`` steps; kept in each checkpoint (``weight_average.safetensors``) so that a resumed run ends
     with the same average as an uninterrupted one."""
@@ -402,7 +402,7 @@ def finetune(
     args = training_arguments(work_dir, config, num_train_epochs=config.epochs)
     clock = _WallClock(work_dir)
     last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
-    average = _WeightAverage(config.average_last, config.average_every, last) if config.average_last else None
+    average = WeightAverage(config.average_last, config.average_every, last) if config.average_last else None
     trainer = Trainer(
         model=model,
         args=args,
