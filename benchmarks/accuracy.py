@@ -114,6 +114,8 @@ def row_from_run(rid: str, method: str, ratio: float, fraction: float, out: Path
         "steps": m["steps"],
         "wall_s": m["wall_s"],
         "bf16_autocast": bool(m.get("bf16_autocast")),
+        "augment": m["config"].get("augment", 0.0),
+        "average_last": m["config"].get("average_last", 0.0),
         "device": m["device"],
         "curve": m["curve"],
         "schedule": m.get("schedule", []),
@@ -128,15 +130,17 @@ def render(task: str) -> None:
         raise SystemExit(f"no accuracy_{task}.json yet")
     t = d["teacher_value"]
     lines = [
-        f"| row | method | pattern | SVD share | target | exact ratio | non-zero params | dev {d['metric']} | "
-        "% of teacher | steps | wall | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| teacher | fine-tuned | - | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
+        f"| row | method | pattern | SVD share | augment / averaged share | target | exact ratio | non-zero params "
+        f"| dev {d['metric']} | % of teacher | steps | wall | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| teacher | fine-tuned | - | - | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
         f"{d.get('teacher_steps', '-')} | - | - |",
     ]
     for r in d["rows"]:
+        recipe = f"{r.get('augment') or 0:g} / {r.get('average_last') or 0:g}"
         lines.append(
             f"| {r['id']} | {r['method']} | {r['pattern']} | {'-' if r.get('hybrid') is None else r['hybrid']} | "
+            f"{recipe} | "
             f"{r['ratio_target']:g}x | {r['ratio']:.3f}x | {r['params']:,} | {100 * r['value']:.2f}% | "
             f"{100 * r['value'] / t:.1f}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min"
             f"{' (bf16)' if r.get('bf16_autocast') else ''} | {r['device']} |"
