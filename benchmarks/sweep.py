@@ -37,6 +37,9 @@ GRID: dict[str, dict[str, Any]] = {
     # Even 2.5x ended 3.7 points under the teacher: does the student need inputs beyond the training set?
     "5x-aug0.3": {"ratio": 5.0, "max_steps": 3000, "augment": 0.3},
     "10x-aug0.3": {"ratio": 10.0, "max_steps": 3000, "augment": 0.3},
+    # The same with the saved weights averaged over the last 40% (after the schedule, masks fixed).
+    "5x-aug0.3-avg0.4": {"ratio": 5.0, "max_steps": 3000, "augment": 0.3, "average_last": 0.4},
+    "10x-aug0.3-avg0.4": {"ratio": 10.0, "max_steps": 3000, "augment": 0.3, "average_last": 0.4},
 }
 
 
