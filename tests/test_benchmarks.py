@@ -116,3 +116,32 @@ def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(tmp_path, monkey
     out = json.loads((tmp_path / "results" / f"teacher_{m['task']}.json").read_text())
     assert [r["default_recipe"] for r in out["sweep"]] == [True, False, False]
     assert out["default_recipe_values"] == [0.90] and out["value"] == 0.90
+
+
+def test_agreement_scores_students_against_their_teacher(tmp_path, monkeypatch, tiny_teacher, synthetic_glue):
+    import json
+
+    import benchmarks._common as common
+    from benchmarks import agreement
+
+    from ladabert.pipeline.compress import CompressConfig, compress
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    cfg = CompressConfig(
+        ratio=3.0, max_steps=40, batch_size=16, learning_rate=2e-3, max_length=32, eval_steps=0
+    )
+    compress(cfg, tiny_teacher, tmp_path / "s", data_dir=synthetic_glue)
+    argv = [
+        "--teacher",
+        str(tiny_teacher),
+        "--students",
+        str(tmp_path / "s"),
+        "--data-dir",
+        str(synthetic_glue),
+    ]
+    assert agreement.main([*argv, "--train-samples", "100"]) == 0
+    res = json.loads((tmp_path / "results" / "agreement_sst2.json").read_text())
+    teacher, student = res["rows"]
+    assert res["train_examples"] == 100 and teacher["is_teacher"] and not student["is_teacher"]
+    assert teacher["train_agreement"] == 1.0 and teacher["dev_agreement"] == 1.0
+    assert student["dev_accuracy"] >= 0.9 and 0.85 <= student["dev_agreement"] <= 1.0  # chance is 0.5

@@ -484,14 +484,12 @@ def evaluate(
     return evaluate_module(model, tokenizer, t, data_dir, max_length, max_samples, batch_size)
 
 
-def evaluate_module(model, tokenizer, task, data_dir=None, max_length=128, max_samples=None, batch_size=128):  # noqa: ANN001
-    """Dev-set metrics of an in-memory classifier (any module returning ``.logits``)."""
+def predict_split(model, tokenizer, split, max_length=128, batch_size=128):  # noqa: ANN001, ANN201
+    """Logits (numpy, fp32) of an in-memory classifier on every example of a :class:`GlueSplit`."""
     import numpy as np
     import torch
 
-    task = get_task(task) if isinstance(task, str) else task
-    dev = load_glue(task, "dev", data_dir, max_samples)
-    ds = tokenize(dev, tokenizer, max_length)
+    ds = tokenize(split, tokenizer, max_length)
     collate = make_collator(tokenizer)
     preds = []
     model.eval()
@@ -502,7 +500,14 @@ def evaluate_module(model, tokenizer, task, data_dir=None, max_length=128, max_s
             batch.pop("labels")
             batch = {k: v.to(device) for k, v in batch.items()}
             preds.append(model(**batch).logits.float().cpu().numpy())
-    scores = task.compute_metrics(np.concatenate(preds), dev.labels)
+    return np.concatenate(preds)
+
+
+def evaluate_module(model, tokenizer, task, data_dir=None, max_length=128, max_samples=None, batch_size=128):  # noqa: ANN001
+    """Dev-set metrics of an in-memory classifier (any module returning ``.logits``)."""
+    task = get_task(task) if isinstance(task, str) else task
+    dev = load_glue(task, "dev", data_dir, max_samples)
+    scores = task.compute_metrics(predict_split(model, tokenizer, dev, max_length, batch_size), dev.labels)
     return {
         "task": task.name,
         "metric": task.metric,
