@@ -218,6 +218,10 @@ def render(task: str) -> None:
     print(f"rendered {RESULTS / f'accuracy_{task}.md'} and two plots")
 
 
+def _recipe(row: dict[str, Any]) -> tuple[float, float]:
+    return (row.get("augment") or 0.0, row.get("average_last") or 0.0)
+
+
 def training_cost(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Steps LadaBERT 10x (at its final ratio) and distill-only 10x (its longest run) need to come within
     one point of LadaBERT's final accuracy, on the full training set and on 10% of it."""
@@ -234,10 +238,14 @@ def training_cost(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ),
             None,
         )
+        # Only a distill-only run of the same recipe (augmentation, weight averaging) is a fair baseline.
         dists = [
             r
             for r in rows
-            if r["method"] == "distill-only" and r["ratio_target"] == 10.0 and r["train_fraction"] == frac
+            if r["method"] == "distill-only"
+            and r["ratio_target"] == 10.0
+            and r["train_fraction"] == frac
+            and (lada is None or _recipe(r) == _recipe(lada))
         ]
         if lada and dists:
             dist = max(dists, key=lambda r: r["steps"])

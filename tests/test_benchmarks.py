@@ -48,6 +48,13 @@ def test_training_cost_counts_steps_to_come_within_a_point():
     rows = [lada, dist("short", 3000, [[3000, 0.80]]), dist("long", 9000, [[3000, 0.80], [9000, 0.871]])]
     (c,) = training_cost(rows)
     assert c["distill_only_row"] == "long" and c["distill_only_steps"] == 9000 and c["step_ratio"] == 12.0
+    # ... among those of the same recipe: an augmented LadaBERT run is not compared with a plain baseline.
+    aug = dist("long-aug", 6000, [[6000, 0.871]]) | {"augment": 0.3}
+    (c,) = training_cost([*rows, aug])
+    assert c["distill_only_row"] == "long"
+    (c,) = training_cost([lada | {"augment": 0.3}, *rows, aug])
+    assert c["distill_only_row"] == "long-aug" and c["step_ratio"] == 8.0
+    assert training_cost([lada | {"augment": 0.3}, *rows]) == []
 
 
 def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
