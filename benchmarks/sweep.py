@@ -41,7 +41,7 @@ GRID: dict[str, dict[str, Any]] = {
     "5x-aug0.3-avg0.4": {"ratio": 5.0, "max_steps": 3000, "augment": 0.3, "average_last": 0.4},
     "10x-aug0.3-avg0.4": {"ratio": 10.0, "max_steps": 3000, "augment": 0.3, "average_last": 0.4},
     # More augmentation (0.3 helped at 5x and 10x): where does it stop helping?
-    "5x-aug0.5-avg0.4": {"ratio": 5.0, "max_steps": 3000, "augment": 0.5, "average_last": 0.4},
+    "5x-aug0.5": {"ratio": 5.0, "max_steps": 3000, "augment": 0.5},
 }
 
 
