@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="sst2")
     p.add_argument("--run", action="store_true", help="fine-tune with the default settings if missing")
     p.add_argument("--sweep", nargs="*", default=[], help="other finished runs to record beside it")
+    p.add_argument("--data-dir", default=None, help="GLUE root (default: see ladabert.pipeline.data)")
     args = p.parse_args(argv)
     metrics_path = Path(args.teacher) / "metrics.json"
     if not metrics_path.is_file():
@@ -51,13 +52,28 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{metrics_path} not found; fine-tune first or pass --run")
         from ladabert.pipeline.teacher import FinetuneConfig, finetune
 
-        finetune(FinetuneConfig(task=args.task), args.teacher)
+        finetune(FinetuneConfig(task=args.task), args.teacher, data_dir=args.data_dir)
     m = json.loads(metrics_path.read_text())
     from ladabert.pipeline.teacher import FinetuneConfig
 
-    # Settings that define the recipe (not where or how often to evaluate, log or save).
+    # Settings that define the recipe: the base model, the data and the optimization (not where or how often
+    # to evaluate, log or save, nor the evaluation batch, padding length or autocast choice).
     defaults = FinetuneConfig(task=m["task"]).to_dict()
-    recipe = [k for k in defaults if k not in ("task", "eval_steps", "save_steps", "logging_steps")]
+    recipe = [
+        k
+        for k in defaults
+        if k
+        not in (
+            "task",
+            "eval_steps",
+            "save_steps",
+            "logging_steps",
+            "eval_batch_size",
+            "max_eval_samples",
+            "max_length",
+            "mixed_precision",
+        )
+    ]
     sweep = []
     for d in [args.teacher, *args.sweep]:
         path = Path(d) / "metrics.json"
@@ -66,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(path.read_text())
         if r["task"] != m["task"]:
             p.error(f"{d} is a {r['task']} run, not {m['task']}")
-        value_bf16_eval = None
-        if r.get("bf16_autocast") and r.get("value_precision") != "fp32":
-            # Runs from before finetune reported the fp32 model: their value came from the bf16-autocast
-            # training evaluation. Re-evaluate the saved (fp32) model so that every row means the same.
+        value_recorded = r["value"]
+        if r.get("bf16_autocast"):
+            # Until 2026-11-24 finetune's final evaluation ran under the autocast wrapper Accelerate puts on
+            # the trained model, so the recorded value of a bf16 run may be off by an example or two.
+            # Score the saved fp32 model (what `ladabert eval` does) so that every row means the same.
             from ladabert.pipeline.teacher import evaluate
 
-            value_bf16_eval = r["value"]
-            r["value"] = evaluate(d, r["task"], max_length=r["config"]["max_length"])["value"]
+            r["value"] = evaluate(d, r["task"], args.data_dir, max_length=r["config"]["max_length"])["value"]
         sweep.append(
             {
                 "dir": d,
@@ -86,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
                 "default_recipe": all(r["config"].get(k, "missing") == defaults[k] for k in recipe),
                 "weights_averaged": r.get("weights_averaged", 0),
                 "value": r["value"],
-                "value_bf16_eval": value_bf16_eval,
+                "value_recorded_by_the_run": value_recorded,
                 "best_evaluated": max([v for _, v in r.get("curve", [])] + [r["value"]]),
                 "steps": r["steps"],
                 "wall_s": r["wall_s"],
                 "curve": r.get("curve", []),
             }
         )
+    m["value"] = sweep[0]["value"]  # the fp32 score of --teacher
     default_values = [r["value"] for r in sweep if r["default_recipe"]]
     out = save_results(
         f"teacher_{m['task']}.json",

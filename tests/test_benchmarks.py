@@ -101,7 +101,9 @@ def test_latency_benchmark_exits_2_with_one_line_on_a_bad_bundle(tmp_path, capsy
     assert not (tmp_path / "l.json").exists()
 
 
-def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(tmp_path, monkeypatch, tiny_teacher):
+def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(
+    tmp_path, monkeypatch, tiny_teacher, synthetic_glue
+):
     import json
 
     import benchmarks._common as common
@@ -111,18 +113,26 @@ def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(tmp_path, monkey
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    import shutil
+
+    from ladabert.pipeline.teacher import evaluate
+
     m = json.loads((tiny_teacher / "metrics.json").read_text())
     runs = []
-    for name, value, changes in (("a", 0.90, {"eval_steps": 7}), ("b", 0.80, {"learning_rate": 1e-4})):
+    for name, changes in (("a", {"eval_steps": 7}), ("b", {"learning_rate": 1e-4})):
         d = tmp_path / name
-        d.mkdir()
-        cfg = FinetuneConfig(task=m["task"]).to_dict() | changes
-        (d / "metrics.json").write_text(json.dumps(m | {"value": value, "config": cfg}))
+        shutil.copytree(tiny_teacher, d)
+        cfg = FinetuneConfig(task=m["task"]).to_dict() | changes | {"max_length": 32}
+        # A bf16 run whose recorded value is not its fp32 model's: the benchmark scores the saved model.
+        (d / "metrics.json").write_text(json.dumps(m | {"value": 0.5, "bf16_autocast": True, "config": cfg}))
         runs.append(str(d))
-    assert teacher.main(["--teacher", runs[0], "--sweep", runs[1], str(tiny_teacher)]) == 0
+    argv = ["--teacher", runs[0], "--sweep", runs[1], str(tiny_teacher), "--data-dir", str(synthetic_glue)]
+    assert teacher.main(argv) == 0
     out = json.loads((tmp_path / "results" / f"teacher_{m['task']}.json").read_text())
     assert [r["default_recipe"] for r in out["sweep"]] == [True, False, False]
-    assert out["default_recipe_values"] == [0.90] and out["value"] == 0.90
+    fp32 = evaluate(tiny_teacher, "sst2", data_dir=synthetic_glue, max_length=32)["value"]
+    assert out["value"] == fp32 and out["default_recipe_values"] == [fp32] and fp32 > 0.9
+    assert out["sweep"][0]["value_recorded_by_the_run"] == 0.5
 
 
 def test_agreement_scores_students_against_their_teacher(tmp_path, monkeypatch, tiny_teacher, synthetic_glue):

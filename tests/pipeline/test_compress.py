@@ -176,3 +176,22 @@ def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
     assert not dense.U[~dense.U_mask].any() and not dense.V[~dense.V_mask].any()
     with pytest.raises(ValueError, match=r"average_last must be >= 0 and <= 1 - schedule_fraction \(0.5\)"):
         _cfg(average_last=0.6)
+
+
+def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, synthetic_glue, monkeypatch):
+    import ladabert.pipeline.compress as C
+
+    seen = []
+    real = C.evaluate_module
+
+    def spy(model, *a, **k):
+        seen.append(hasattr(model, "_original_forward"))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(C, "evaluate_module", spy)
+    m = compress(
+        _cfg(max_steps=10, mixed_precision="bf16"), tiny_teacher, tmp_path / "s", data_dir=synthetic_glue
+    )
+    assert m["bf16_autocast"] and m["value_precision"] == "fp32"
+    assert seen == [False, False, False]  # teacher, initial student, final student
+    assert evaluate(tmp_path / "s", "sst2", data_dir=synthetic_glue, max_length=32)["value"] == m["value"]

@@ -174,3 +174,25 @@ def test_weight_average_is_the_mean_and_survives_a_resume(tmp_path, tiny_bert_di
     b = load_file(str(out / "model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
     assert m["value"] >= 0.9
+
+
+def test_the_reported_metric_is_the_fp32_models_not_the_autocast_one(
+    tmp_path, tiny_bert_dir, synthetic_glue, monkeypatch
+):
+    # Accelerate wraps forward in an autocast context when training in bf16; the final evaluation and the
+    # saved model must be the plain fp32 model, or the metric differs from `ladabert eval` by a few examples.
+    import ladabert.pipeline.teacher as T
+
+    seen = []
+    real = T.evaluate_module
+
+    def spy(model, *a, **k):
+        seen.append(hasattr(model, "_original_forward"))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(T, "evaluate_module", spy)
+    m = finetune(
+        _config(tiny_bert_dir, max_steps=4, mixed_precision="bf16"), tmp_path / "t", data_dir=synthetic_glue
+    )
+    assert m["bf16_autocast"] and seen == [False]
+    assert evaluate(tmp_path / "t", "sst2", data_dir=synthetic_glue, max_length=32)["value"] == m["value"]

@@ -39,6 +39,7 @@ from ladabert.pipeline.teacher import (
     check_training_fields,
     checkpoint_dir_for,
     evaluate_module,
+    fp32_model,
     load_bert_config,
     resolve_model,
     training_arguments,
@@ -304,7 +305,7 @@ def compress(
     trainer.train(resume_from_checkpoint=last)
     wall = clock.total()
 
-    student = trainer.model
+    student = fp32_model(trainer)
     if average:
         average.apply(student)
     hyb.apply_masks(student)
@@ -334,6 +335,7 @@ def compress(
         "task": task.name,
         "metric": task.metric,
         "value": final["value"],
+        "value_precision": "fp32",
         "metrics": final["metrics"],
         "teacher_value": teacher_metrics["value"],
         "value_at_init": init_metrics["value"],

@@ -414,12 +414,13 @@ def finetune(
     )
     trainer.train(resume_from_checkpoint=last)
     train_wall = clock.total()
+    model = fp32_model(trainer)
     if average:
-        average.apply(trainer.model)
+        average.apply(model)
     # The reported number is the fp32 model's (what is saved, exported and served), not the training-time
     # evaluation, which runs under the bf16 autocast when training does.
     final = evaluate_module(
-        trainer.model,
+        model,
         tokenizer,
         task,
         data_dir,
@@ -482,6 +483,12 @@ def evaluate(
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = load_classifier(path).eval()
     return evaluate_module(model, tokenizer, t, data_dir, max_length, max_samples, batch_size)
+
+
+def fp32_model(trainer: Any) -> Any:
+    """The trained model without the autocast wrapper that Accelerate puts around ``forward`` when training
+    runs in mixed precision: what is evaluated, saved, exported and served is the fp32 model."""
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def predict_split(model, tokenizer, split, max_length=128, batch_size=128):  # noqa: ANN001, ANN201
