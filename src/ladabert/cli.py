@@ -124,7 +124,7 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         "--augment",
         type=float,
         default=None,
-        help="token-replacement probability in every second training example (default 0: off)",
+        help="token-replacement probability in every second training example (default 0.3; 0: off)",
     )
 
 

@@ -86,7 +86,8 @@ class CompressConfig(JsonConfig):
     average_last: float = 0.0
     average_every: int = 50
     # Token-replacement probability in every second training example (distill.augment_tokens); 0: off.
-    augment: float = 0.0
+    # 0.3 by experiment (benchmarks/results/sweep_sst2.json): SST-2 5x 84.98 -> 86.70%, 10x 83.49 -> 84.75%.
+    augment: float = 0.3
     max_length: int = 128
     seed: int = 42
     max_train_samples: int | None = None
