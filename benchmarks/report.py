@@ -124,11 +124,16 @@ def render() -> str:
         )
     for path in sorted(RESULTS.glob("sweep_*.json")):
         d = json.loads(path.read_text())
-        rows = ["| setting | changed from the defaults | dev at each evaluation | final | steps | wall |"]
+        rows = [
+            "| setting | set by the setting (augment: as the run had it) | dev at each evaluation | final | "
+            "steps | wall |"
+        ]
         rows.append("|---|---|---|---|---|---|")
         for r in d["rows"]:
+            # Defaults change over time: show the augmentation each run really had.
+            settings = {"augment": (r.get("config") or {}).get("augment", 0.0)} | r["overrides"]
             changed = ", ".join(
-                f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["overrides"].items()
+                f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()
             )
             curve = " / ".join(_pct(v) for _, v in r["curve"])
             rows.append(
@@ -139,6 +144,22 @@ def render() -> str:
         parts.append(
             f"**Settings sweep** (`{path.name}`; short `ladabert compress` runs from `{d['teacher_dir']}`, "
             f"teacher {_pct(teacher)}%, {_machine(d)}, one thread per run):\n\n" + "\n".join(rows)
+        )
+    for path in sorted(RESULTS.glob("agreement_*.json")):
+        d = json.loads(path.read_text())
+        rows = [
+            "| model | train accuracy | train agreement with the teacher | dev accuracy | dev agreement |",
+            "|---|---|---|---|---|",
+        ]
+        for r in d["rows"]:
+            rows.append(
+                f"| `{Path(r['model']).name}` | {_pct(r['train_accuracy'])}% | {_pct(r['train_agreement'])}% | "
+                f"{_pct(r['dev_accuracy'])}% | {_pct(r['dev_agreement'])}% |"
+            )
+        parts.append(
+            f"**Agreement with the teacher** (`{path.name}`; {d['train_examples']:,} random training sentences "
+            f"and all {d['dev_examples']} dev sentences, fp32 models reloaded from disk):\n\n"
+            + "\n".join(rows)
         )
     for path in sorted(RESULTS.glob("export_*.json")):
         d = json.loads(path.read_text())
