@@ -124,3 +124,17 @@ def tiny_teacher(tmp_path_factory, synthetic_glue) -> Path:
     )
     finetune(cfg, root / "teacher", data_dir=synthetic_glue)
     return root / "teacher"
+
+
+def spy_on_evaluated_models(monkeypatch, module) -> list[bool]:
+    """Wrap ``module.evaluate_module``; the returned list gets, per call, whether the evaluated model still
+    carries Accelerate's autocast wrapper around ``forward``."""
+    seen: list[bool] = []
+    real = module.evaluate_module
+
+    def spy(model, *a, **k):
+        seen.append(hasattr(model, "_original_forward"))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(module, "evaluate_module", spy)
+    return seen

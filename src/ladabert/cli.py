@@ -83,20 +83,19 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument(
         "--initial-ratio", type=float, default=None, help="ratio of the student at step 0 (default 2)"
     )
-    p.add_argument(
-        f"--{prefix}max-steps",
-        dest=f"{prefix.replace('-', '_')}max_steps",
-        type=int,
-        default=None,
-        help="distillation steps (default 3000)",
-    )
-    p.add_argument(
-        f"--{prefix}learning-rate",
-        dest=f"{prefix.replace('-', '_')}learning_rate",
-        type=float,
-        default=None,
-        help="distillation learning rate (default 3e-4)",
-    )
+    # Settings that `ladabert run` also has for fine-tuning: there they carry the "compress-" prefix.
+    for name, kind, help_ in (
+        ("max-steps", int, "distillation steps (default 3000)"),
+        ("learning-rate", float, "distillation learning rate (default 3e-4)"),
+        (
+            "average-last",
+            float,
+            "save the mean of the weights over this last share of training, after the schedule (default 0)",
+        ),
+        ("average-every", int, "steps between averaged weight samples (default 50)"),
+    ):
+        dest = f"{prefix}{name}".replace("-", "_")
+        p.add_argument(f"--{prefix}{name}", dest=dest, type=kind, default=None, help=help_)
     if not prefix:
         p.add_argument("--preset", default="default", help="default | quick")
         p.add_argument("--batch-size", type=int, default=None)
@@ -106,20 +105,6 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
     for w in ("temperature", "w-logits", "w-hidden", "w-attention", "w-hard"):
         p.add_argument(f"--{w}", type=float, default=None, help="distillation loss setting")
-    p.add_argument(
-        f"--{prefix}average-last",
-        dest=f"{prefix.replace('-', '_')}average_last",
-        type=float,
-        default=None,
-        help="save the mean of the weights over this last share of training, after the schedule (default 0)",
-    )
-    p.add_argument(
-        f"--{prefix}average-every",
-        dest=f"{prefix.replace('-', '_')}average_every",
-        type=int,
-        default=None,
-        help="steps between averaged weight samples (default 50)",
-    )
     p.add_argument(
         "--augment",
         type=float,

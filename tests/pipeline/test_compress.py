@@ -180,15 +180,9 @@ def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
 
 def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, synthetic_glue, monkeypatch):
     import ladabert.pipeline.compress as C
+    from tests.conftest import spy_on_evaluated_models
 
-    seen = []
-    real = C.evaluate_module
-
-    def spy(model, *a, **k):
-        seen.append(hasattr(model, "_original_forward"))
-        return real(model, *a, **k)
-
-    monkeypatch.setattr(C, "evaluate_module", spy)
+    seen = spy_on_evaluated_models(monkeypatch, C)
     m = compress(
         _cfg(max_steps=10, mixed_precision="bf16"), tiny_teacher, tmp_path / "s", data_dir=synthetic_glue
     )

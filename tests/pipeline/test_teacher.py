@@ -182,15 +182,9 @@ def test_the_reported_metric_is_the_fp32_models_not_the_autocast_one(
     # Accelerate wraps forward in an autocast context when training in bf16; the final evaluation and the
     # saved model must be the plain fp32 model, or the metric differs from `ladabert eval` by a few examples.
     import ladabert.pipeline.teacher as T
+    from tests.conftest import spy_on_evaluated_models
 
-    seen = []
-    real = T.evaluate_module
-
-    def spy(model, *a, **k):
-        seen.append(hasattr(model, "_original_forward"))
-        return real(model, *a, **k)
-
-    monkeypatch.setattr(T, "evaluate_module", spy)
+    seen = spy_on_evaluated_models(monkeypatch, T)
     m = finetune(
         _config(tiny_bert_dir, max_steps=4, mixed_precision="bf16"), tmp_path / "t", data_dir=synthetic_glue
     )
