@@ -21,3 +21,66 @@ def save_results(name: str, data: dict[str, Any]) -> Path:
     env = run_environment()
     payload = {**data, **{k: v for k, v in env.items() if k not in data}}
     return write_json_atomic(RESULTS / name, payload)
+
+
+# CompressConfig fields that say *what* a run compresses or how it logs, not the training recipe: a run that
+# differs from today's defaults only in these still follows the default recipe.
+NOT_RECIPE = {
+    "task",
+    "ratio",
+    "method",
+    "pattern",
+    "block_size",
+    "max_train_samples",
+    "max_eval_samples",
+    "eval_steps",
+    "eval_batch_size",
+    "save_steps",
+    "logging_steps",
+    "mixed_precision",
+}
+# Settings a method does not use (svd and prune take all of the reduction from one side; distill-only trains a
+# dense narrow student without a compression schedule).
+_SCHEDULE = {
+    "hybrid",
+    "embedding_scale",
+    "initial_ratio",
+    "schedule",
+    "schedule_fraction",
+    "schedule_updates",
+}
+UNUSED_BY_METHOD = {"svd": {"hybrid"}, "prune": {"hybrid"}, "distill-only": _SCHEDULE}
+# Settings added after some runs were recorded: what a run without the field did.
+BEFORE_THE_SETTING = {"augment": 0.0, "average_last": 0.0}
+
+
+def recipe_changes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The training settings in which a run's recorded ``config`` differs from today's ``compress`` defaults,
+    as ``{field: {"run": value, "default": value}}`` (empty: the run is a run of the default recipe).
+
+    Defaults change as experiments choose them; a result read back from an older run directory must say
+    that it was trained differently instead of passing for a run of the current recipe."""
+    from dataclasses import asdict
+
+    from ladabert.pipeline.compress import CompressConfig
+
+    out = {}
+    unused = NOT_RECIPE | UNUSED_BY_METHOD.get(config.get("method", "hybrid"), set())
+    for field, default in asdict(CompressConfig()).items():
+        if field in unused or (field == "average_every" and not config.get("average_last")):
+            continue
+        value = config.get(field, BEFORE_THE_SETTING.get(field, default))
+        if value != default:
+            out[field] = {"run": value, "default": default}
+    return out
+
+
+def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
+    """``augment 0 (now 0.3), max_steps 24000 (now 3000)``, or ``default`` when there are none."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return (
+        ", ".join(f"{k} {fmt(v['run'])} (now {fmt(v['default'])})" for k, v in changes.items()) or "default"
+    )

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS, load_results, save_results
+from benchmarks._common import RESULTS, describe_changes, load_results, recipe_changes, save_results
 
 # (method, pattern, ratio, train fraction[, steps]): the paper's table plus the training-cost rows. Rows
 # without a step count train for the preset's 3,000 steps; the long distill-only row measures how many steps
@@ -116,6 +116,7 @@ def row_from_run(rid: str, method: str, ratio: float, fraction: float, out: Path
         "bf16_autocast": bool(m.get("bf16_autocast")),
         "augment": m["config"].get("augment", 0.0),
         "average_last": m["config"].get("average_last", 0.0),
+        "recipe_changes": recipe_changes(m["config"]),
         "device": m["device"],
         "curve": m["curve"],
         "schedule": m.get("schedule", []),
@@ -130,14 +131,14 @@ def render(task: str) -> None:
         raise SystemExit(f"no accuracy_{task}.json yet")
     t = d["teacher_value"]
     lines = [
-        f"| row | method | pattern | SVD share | augment / averaged share | target | exact ratio | non-zero params "
+        f"| row | method | pattern | SVD share | recipe (vs today's defaults) | target | exact ratio | non-zero params "
         f"| dev {d['metric']} | % of teacher | steps | wall | device |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| teacher | fine-tuned | - | - | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
         f"{d.get('teacher_steps', '-')} | - | - |",
     ]
     for r in d["rows"]:
-        recipe = f"{r.get('augment') or 0:g} / {r.get('average_last') or 0:g}"
+        recipe = describe_changes(r["recipe_changes"]) if "recipe_changes" in r else "?"
         lines.append(
             f"| {r['id']} | {r['method']} | {r['pattern']} | {'-' if r.get('hybrid') is None else r['hybrid']} | "
             f"{recipe} | "

@@ -3,7 +3,9 @@
     python -m benchmarks.compress --teacher runs/teacher-sst2 --ratios 5 10
 
 Each ratio is one ``ladabert compress`` run with the default settings into ``runs/student-<task>-<R>x``;
-runs whose directory already exists are read, not repeated, so the command resumes after a kill.
+runs whose directory already exists are read, not repeated, so the command resumes after a kill. A run read
+back that was trained with settings that are no longer the defaults is recorded with its ``recipe_changes``
+(and said so on the console): move the directory aside to rerun it with today's recipe.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._common import load_results, save_results
+from benchmarks._common import describe_changes, load_results, recipe_changes, save_results
 
 ROW_KEYS = [
     "method",
@@ -59,11 +61,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             compress(cfg, args.teacher, out, data_dir=args.data_dir)
         m = json.loads((out / "metrics.json").read_text())
-        rows.append({k: m.get(k) for k in ROW_KEYS} | {"student_dir": str(out)})
+        changes = recipe_changes(m["config"])
+        rows.append({k: m.get(k) for k in ROW_KEYS} | {"student_dir": str(out), "recipe_changes": changes})
         print(
             f"{ratio:g}x: {m['metric']} {m['value']:.4f} (teacher {m['teacher_value']:.4f}), "
             f"exact ratio {m['ratio']:.3f}, {m['steps']} steps, {m['wall_s']:.0f} s"
         )
+        if changes:
+            print(
+                f"  note: {out} was trained with settings that are no longer the defaults: "
+                f"{describe_changes(changes)}; move it aside to rerun it with today's recipe"
+            )
     teacher = json.loads((Path(args.teacher) / "metrics.json").read_text())
     # Merge with rows recorded earlier (other ratios, methods or patterns), replacing same-key rows.
     key = ("method", "pattern", "ratio_target")

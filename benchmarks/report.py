@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._common import RESULTS
+from benchmarks._common import RESULTS, describe_changes, recipe_changes
 from benchmarks.latency import best_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -85,13 +85,14 @@ def render() -> str:
     for path in sorted(RESULTS.glob("compress_*.json")):
         d = json.loads(path.read_text())
         rows = [
-            "| method | pattern | augment | target | exact ratio | encoder ratio | non-zero params | dev "
+            "| method | pattern | recipe (vs today's defaults) | target | exact ratio | encoder ratio | non-zero params | dev "
             f"{d['metric']} | vs teacher | step 0 (initial-ratio student, untrained) | steps | wall |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in d["runs"]:
             rows.append(
-                f"| {r['method']} | {r['pattern']} | {r['config'].get('augment', 0):g} | {r['ratio_target']:g}x | "
+                f"| {r['method']} | {r['pattern']} | {describe_changes(recipe_changes(r['config']))} | "
+                f"{r['ratio_target']:g}x | "
                 f"{r['ratio']:.3f}x | "
                 f"{r['encoder_ratio']:.2f}x | {r['student_nonzero_params']:,} | {_pct(r['value'])}% | "
                 f"{100 * (r['value'] - d['teacher_value']):+.2f} pt | {_pct(r['value_at_init'])}% ({r['config']['initial_ratio']:g}x) | {r['steps']:,} | "

@@ -30,6 +30,7 @@ GRID: dict[str, dict[str, Any]] = {
     "10x-emb0.25": {"ratio": 10.0, "embedding_scale": 0.25},
     # The default recipe with twice the steps (the schedule stretches with them): is 3,000 too few?
     "5x-6000steps": {"ratio": 5.0, "max_steps": 6000},
+    "10x-6000steps": {"ratio": 10.0, "max_steps": 6000},
     # The trained 5x student's hidden states stay far from the teacher's (MSE about half the teacher's
     # variance at every layer): does the hidden-state term cost the task accuracy?
     "5x-hidden0": {"ratio": 5.0, "max_steps": 3000, "w_hidden": 0.0},

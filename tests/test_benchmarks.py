@@ -162,3 +162,33 @@ def test_agreement_scores_students_against_their_teacher(tmp_path, monkeypatch, 
     assert res["train_examples"] == 100 and teacher["is_teacher"] and not student["is_teacher"]
     assert teacher["train_agreement"] == 1.0 and teacher["dev_agreement"] == 1.0
     assert student["dev_accuracy"] >= 0.9 and 0.85 <= student["dev_agreement"] <= 1.0  # chance is 0.5
+
+
+def test_recipe_changes_name_what_differs_from_todays_defaults():
+    from dataclasses import asdict
+
+    from benchmarks._common import describe_changes, recipe_changes
+
+    from ladabert.pipeline.compress import CompressConfig
+
+    today = asdict(CompressConfig())
+    # Only what is compressed and how it is logged differ: still the default recipe.
+    assert recipe_changes(today | {"ratio": 10.0, "pattern": "n:m", "eval_steps": 250, "save_steps": 1}) == {}
+    assert describe_changes({}) == "default"
+    # A run recorded before `augment` existed trained without augmentation.
+    old = {k: v for k, v in today.items() if k not in ("augment", "average_last")}
+    assert recipe_changes(old) == {"augment": {"run": 0.0, "default": today["augment"]}}
+    changed = recipe_changes(today | {"max_steps": 24000, "temperature": 1.0})
+    assert describe_changes(changed) == f"max_steps 24000 (now {today['max_steps']}), temperature 1 (now 2)"
+    # Settings the method does not use are not differences.
+    assert recipe_changes(today | {"method": "svd", "hybrid": 0.5}) == {}
+    assert (
+        recipe_changes(today | {"method": "distill-only", "initial_ratio": 3.0, "schedule": "linear"}) == {}
+    )
+    assert recipe_changes(today | {"hybrid": 0.5}) == {"hybrid": {"run": 0.5, "default": 0.75}}
+    # average_every matters only when weights are averaged.
+    assert recipe_changes(today | {"average_every": 10}) == {}
+    assert set(recipe_changes(today | {"average_every": 10, "average_last": 0.2})) == {
+        "average_every",
+        "average_last",
+    }
