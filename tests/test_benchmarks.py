@@ -9,6 +9,10 @@ def test_row_ids_are_unique_and_readable():
     assert row_id("hybrid", "n:m", 5.0, 1.0) == "hybrid-nm-5x"
     assert row_id("distill-only", "unstructured", 10.0, 0.1) == "distill-only-none-10x-10pct"
     assert row_id("distill-only", "none", 10.0, 1.0, 24000) == "distill-only-none-10x-24000steps"
+    assert (
+        row_id("hybrid", "unstructured", 10.0, 1.0, None, {"augment": 0.0})
+        == "hybrid-unstructured-10x-augment0"
+    )
 
 
 def test_training_cost_counts_steps_to_come_within_a_point():
@@ -52,9 +56,18 @@ def test_training_cost_counts_steps_to_come_within_a_point():
     aug = dist("long-aug", 6000, [[6000, 0.871]]) | {"augment": 0.3}
     (c,) = training_cost([*rows, aug])
     assert c["distill_only_row"] == "long"
-    (c,) = training_cost([lada | {"augment": 0.3}, *rows, aug])
+    baselines = rows[1:]
+    (c,) = training_cost([lada | {"augment": 0.3}, *baselines, aug])
     assert c["distill_only_row"] == "long-aug" and c["step_ratio"] == 8.0
-    assert training_cost([lada | {"augment": 0.3}, *rows]) == []
+    assert training_cost([lada | {"augment": 0.3}, *baselines]) == []
+    # Two LadaBERT rows of two recipes: each is paired with the baseline of its own recipe.
+    lada_aug = lada | {"id": "hybrid-unstructured-10x-aug", "augment": 0.3}
+    pairs = training_cost([lada_aug, *rows, aug])
+    assert [(c["ladabert_row"], c["distill_only_row"]) for c in pairs] == [
+        ("hybrid-unstructured-10x-aug", "long-aug"),
+        ("hybrid-unstructured-10x", "long"),
+    ]
+    assert [c["augment"] for c in pairs] == [0.3, 0.0]
 
 
 def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
