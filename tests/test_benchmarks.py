@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from benchmarks.accuracy import ROWS, row_id, steps_to_reach, training_cost
+from dataclasses import fields
+
+from benchmarks.accuracy import ROWS, ratio_lines, row_id, steps_to_reach, training_cost
+from ladabert.pipeline.compress import CompressConfig
 
 
 def test_row_ids_are_unique_and_readable():
@@ -13,6 +16,34 @@ def test_row_ids_are_unique_and_readable():
         row_id("hybrid", "unstructured", 10.0, 1.0, None, {"augment": 0.0})
         == "hybrid-unstructured-10x-augment0"
     )
+    # Every recipe override names a real setting (a typo would silently train the default recipe).
+    names = {f.name for f in fields(CompressConfig)}
+    for spec in ROWS:
+        if len(spec) > 5:
+            assert set(spec[5]) <= names, spec
+
+
+def test_ratio_plot_keeps_one_recipe_per_line():
+    def row(method, ratio, value, changes, fraction=1.0):
+        return {
+            "method": method,
+            "pattern": "unstructured",
+            "ratio": ratio,
+            "value": value,
+            "train_fraction": fraction,
+            "recipe_changes": changes,
+        }
+
+    lines = ratio_lines(
+        [
+            row("hybrid", 10.0, 0.85, {}),
+            row("hybrid", 5.0, 0.87, {}),
+            row("hybrid", 10.0, 0.83, {"augment": {"run": 0.0, "default": 0.3}}),
+            row("hybrid", 10.0, 0.81, {}, fraction=0.1),
+            row("svd", 10.0, 0.84, {}),
+        ]
+    )
+    assert lines == {"hybrid (unstructured)": [(5.0, 87.0), (10.0, 85.0)], "svd (unstructured)": [(10.0, 84.0)]}
 
 
 def test_training_cost_counts_steps_to_come_within_a_point():
