@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from benchmarks.accuracy import ROWS, ratio_lines, row_id, steps_to_reach, training_cost
+
 from ladabert.pipeline.compress import CompressConfig
 
 
@@ -43,7 +44,10 @@ def test_ratio_plot_keeps_one_recipe_per_line():
             row("svd", 10.0, 0.84, {}),
         ]
     )
-    assert lines == {"hybrid (unstructured)": [(5.0, 87.0), (10.0, 85.0)], "svd (unstructured)": [(10.0, 84.0)]}
+    assert lines == {
+        "hybrid (unstructured)": [(5.0, 87.0), (10.0, 85.0)],
+        "svd (unstructured)": [(10.0, 84.0)],
+    }
 
 
 def test_training_cost_counts_steps_to_come_within_a_point():
