@@ -51,7 +51,7 @@ _SCHEDULE = {
 }
 UNUSED_BY_METHOD = {"svd": {"hybrid"}, "prune": {"hybrid"}, "distill-only": _SCHEDULE}
 # Settings added after some runs were recorded: what a run without the field did.
-BEFORE_THE_SETTING = {"augment": 0.0, "average_last": 0.0}
+BEFORE_THE_SETTING = {"augment": 0.0, "average_last": 0.0, "augment_swap": "batch"}
 
 
 def recipe_changes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -67,7 +67,10 @@ def recipe_changes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     unused = NOT_RECIPE | UNUSED_BY_METHOD.get(config.get("method", "hybrid"), set())
     for field, default in asdict(CompressConfig()).items():
-        if field in unused or (field == "average_every" and not config.get("average_last")):
+        if field in unused or (
+            (field == "average_every" and not config.get("average_last"))
+            or (field == "augment_swap" and not config.get("augment"))
+        ):
             continue
         value = config.get(field, BEFORE_THE_SETTING.get(field, default))
         if value != default:

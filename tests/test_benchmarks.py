@@ -226,6 +226,11 @@ def test_recipe_changes_name_what_differs_from_todays_defaults():
     # A run recorded before `augment` existed trained without augmentation.
     old = {k: v for k, v in today.items() if k not in ("augment", "average_last")}
     assert recipe_changes(old) == {"augment": {"run": 0.0, "default": today["augment"]}}
+    # What a replaced token becomes matters only when tokens are replaced.
+    assert recipe_changes(today | {"augment_swap": "neighbors"}) == {
+        "augment_swap": {"run": "neighbors", "default": "batch"}
+    }
+    assert "augment_swap" not in recipe_changes(today | {"augment": 0.0, "augment_swap": "neighbors"})
     changed = recipe_changes(today | {"max_steps": 24000, "temperature": 1.0})
     assert describe_changes(changed) == f"max_steps 24000 (now {today['max_steps']}), temperature 1 (now 2)"
     # Settings the method does not use are not differences.

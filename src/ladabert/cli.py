@@ -111,6 +111,13 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         default=None,
         help="token-replacement probability in every second training example (default 0.3; 0: off)",
     )
+    p.add_argument(
+        "--augment-swap",
+        choices=("batch", "neighbors"),
+        default=None,
+        help="a replaced token becomes [MASK] or, half of the time, a token from the batch (default) or one "
+        "of its nearest tokens by the teacher's word embeddings",
+    )
 
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
@@ -273,6 +280,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "w_attention",
         "w_hard",
         "augment",
+        "augment_swap",
         "mixed_precision",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}

@@ -149,9 +149,12 @@ def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthe
     assert not (tmp_path / "o").exists()
 
 
-def test_compression_with_token_augmentation_still_learns(tmp_path, tiny_teacher, synthetic_glue):
-    m = compress(_cfg(augment=0.2), tiny_teacher, tmp_path / "aug", data_dir=synthetic_glue)
-    assert m["config"]["augment"] == 0.2 and m["steps"] == 60
+@pytest.mark.parametrize("swap", ["batch", "neighbors"])
+def test_compression_with_token_augmentation_still_learns(tmp_path, tiny_teacher, synthetic_glue, swap):
+    m = compress(
+        _cfg(augment=0.2, augment_swap=swap), tiny_teacher, tmp_path / "aug", data_dir=synthetic_glue
+    )
+    assert m["config"]["augment"] == 0.2 and m["config"]["augment_swap"] == swap and m["steps"] == 60
     assert m["value"] >= 0.9  # chance is 0.5
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladabert.pipeline.distill import augment_tokens
+from ladabert.pipeline.distill import augment_tokens, neighbor_table
 
 MASK, CLS, SEP, PAD = 4, 2, 3, 0
 
@@ -47,3 +47,52 @@ def test_augment_setting_is_checked(bad):
 
     with pytest.raises(ValueError, match="augment must be >= 0 and <= 1"):
         CompressConfig(augment=bad)
+
+
+def test_neighbor_table_picks_nearest_tokens_of_the_same_kind():
+    tokens = ["[PAD]", "[unused0]", "good", "great", "bad", "##s", "##es", "awful"]
+    e = torch.tensor(
+        [
+            [0.0, 0.0, 1.0],  # [PAD]
+            [1.0, 0.0, 0.01],  # [unused0]: as close to "good" as can be, but never a neighbor
+            [1.0, 0.0, 0.0],  # good
+            [0.9, 0.1, 0.0],  # great
+            [-1.0, 0.0, 0.0],  # bad
+            [1.0, 0.02, 0.0],  # ##s: nearest to "good" by far, but a continuation
+            [0.9, 0.0, 0.1],  # ##es
+            [-0.9, 0.1, 0.0],  # awful
+        ]
+    )
+    table = neighbor_table(e, tokens, k=2, chunk=3)  # chunks smaller than the vocabulary
+    assert table.shape == (8, 2)
+    assert table[2].tolist() == [3, 7]  # good -> great, then the nearer of the two other words
+    assert table[4, 0] == 7 and table[7, 0] == 4  # bad <-> awful
+    assert table[5].tolist() == [6, 5]  # ##s has one other continuation; the rest falls back to itself
+    assert table[0].tolist() == [0, 0] and table[1].tolist() == [1, 1]  # bracketed tokens stay as they are
+    words = {2, 3, 4, 7}
+    for t in words:
+        assert set(table[t].tolist()) <= words | {t}
+    with pytest.raises(ValueError, match="8 embedding rows but 7 tokens"):
+        neighbor_table(e, tokens[:-1])
+
+
+def test_augmentation_swaps_to_neighbors():
+    ids, attn = _batch()
+    specials = torch.tensor([PAD, CLS, SEP, MASK])
+    table = torch.arange(1000)[:, None] + torch.tensor([[1000, 2000]])  # token t -> t + 1000 or t + 2000
+    out = augment_tokens(ids, attn, specials, MASK, 0.3, torch.Generator().manual_seed(1), neighbors=table)
+    changed = out != ids
+    assert not changed[0::2].any()
+    swapped = changed & (out != MASK)
+    assert swapped.sum() > 50
+    delta = (out - ids)[swapped]
+    assert torch.isin(delta, torch.tensor([1000, 2000])).all()  # every swap is one of the token's neighbors
+    assert (delta == 1000).any() and (delta == 2000).any()
+
+
+def test_augment_swap_setting_is_checked():
+    from ladabert.pipeline.compress import CompressConfig
+
+    assert CompressConfig(augment_swap="neighbors").augment_swap == "neighbors"
+    with pytest.raises(ValueError, match="augment_swap must be one of"):
+        CompressConfig(augment_swap="glove")

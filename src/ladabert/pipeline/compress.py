@@ -53,6 +53,7 @@ from ladabert.utils import (
 )
 
 METHODS = ("hybrid", "svd", "prune", "distill-only")
+AUGMENT_SWAPS = ("batch", "neighbors")
 
 
 @dataclass
@@ -88,6 +89,9 @@ class CompressConfig(JsonConfig):
     # Token-replacement probability in every second training example (distill.augment_tokens); 0: off.
     # 0.3 by experiment (benchmarks/results/sweep_sst2.json): SST-2 5x 84.98 -> 86.70%, 10x 83.49 -> 84.75%.
     augment: float = 0.3
+    # What a replaced token becomes (besides [MASK]): "batch", a token drawn from the batch; "neighbors", one of
+    # its 8 nearest tokens by the teacher's word embeddings (distill.neighbor_table).
+    augment_swap: str = "batch"
     max_length: int = 128
     seed: int = 42
     max_train_samples: int | None = None
@@ -118,6 +122,8 @@ class CompressConfig(JsonConfig):
                 f"average_last must be >= 0 and <= 1 - schedule_fraction ({1 - self.schedule_fraction:g}) so "
                 f"that every averaged sample has the final masks, got {self.average_last!r}"
             )
+        if self.augment_swap not in AUGMENT_SWAPS:
+            raise ValueError(f"augment_swap must be one of {AUGMENT_SWAPS}, got {self.augment_swap!r}")
         if self.schedule not in ("cubic", "linear"):
             raise ValueError(f"schedule must be 'cubic' or 'linear', got {self.schedule!r}")
         self.loss()  # validates the loss weights
@@ -242,7 +248,7 @@ def compress(
     from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
-    from ladabert.pipeline.distill import CompressionCallback, DistillationTrainer
+    from ladabert.pipeline.distill import CompressionCallback, DistillationTrainer, neighbor_table
     from ladabert.pipeline.student import layer_specs, load_classifier, shrink_factors
 
     task = get_task(config.task)
@@ -282,6 +288,10 @@ def compress(
         student, tokenizer, task, data_dir, config.max_length, config.max_eval_samples
     )
 
+    neighbors = None
+    if config.augment > 0 and config.augment_swap == "neighbors":
+        vocab = tokenizer.convert_ids_to_tokens(list(range(teacher_model.config.vocab_size)))
+        neighbors = neighbor_table(teacher_model.get_input_embeddings().weight, vocab)
     args = training_arguments(work_dir, config)
     clock = _WallClock(work_dir)
     comp_cb = CompressionCallback(plans)
@@ -296,6 +306,7 @@ def compress(
         augment=config.augment,
         special_ids=tokenizer.all_special_ids,
         mask_id=tokenizer.mask_token_id,
+        neighbors=neighbors,
         train_dataset=train_ds,
         eval_dataset=dev_ds,
         data_collator=make_collator(tokenizer),

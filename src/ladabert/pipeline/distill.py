@@ -92,6 +92,36 @@ class DistillLoss:
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+@torch.no_grad()
+def neighbor_table(
+    embeddings: torch.Tensor, tokens: list[str], k: int = 8, chunk: int = 2048
+) -> torch.Tensor:
+    """``(vocab, k)`` ids of each token's ``k`` nearest tokens by cosine similarity of the word embeddings.
+
+    A neighbor is never the token itself, a bracketed token (``[CLS]``, ``[unused5]``) or a token of the other
+    kind of WordPiece (a word start is replaced by word starts, a ``##`` continuation by continuations), so a
+    substitution keeps the word boundaries of the text. Bracketed tokens get themselves as neighbors (they
+    are never substituted)."""
+    if embeddings.shape[0] != len(tokens):
+        raise ValueError(f"{embeddings.shape[0]} embedding rows but {len(tokens)} tokens")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    e = F.normalize(embeddings.detach().float(), dim=-1)
+    bracket = torch.tensor([t.startswith("[") and t.endswith("]") for t in tokens])
+    cont = torch.tensor([t.startswith("##") for t in tokens])
+    out = torch.arange(len(tokens))[:, None].repeat(1, k)
+    for lo in range(0, len(tokens), chunk):
+        hi = min(lo + chunk, len(tokens))
+        sim = e[lo:hi] @ e.T
+        sim[:, bracket] = -float("inf")
+        sim[cont[lo:hi, None] != cont[None, :]] = -float("inf")
+        sim[torch.arange(hi - lo), torch.arange(lo, hi)] = -float("inf")
+        top = sim.topk(k, dim=-1)
+        ids = torch.where(torch.isfinite(top.values), top.indices, torch.arange(lo, hi)[:, None])
+        out[lo:hi] = torch.where(bracket[lo:hi, None], out[lo:hi], ids)
+    return out
+
+
 def augment_tokens(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
@@ -99,11 +129,14 @@ def augment_tokens(
     mask_id: int,
     p: float,
     generator: torch.Generator | None = None,
+    neighbors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Token-replacement augmentation for distillation: in every second example of the batch, each real,
     non-special token is replaced with probability ``p``, half of the time by ``mask_id`` and otherwise by a
-    token drawn from the batch's own real tokens. The teacher labels the altered text, so the student learns
-    the teacher's function on inputs around the training data, not only on it. Returns a new tensor."""
+    token drawn from the batch's own real tokens or, given a ``neighbors`` table (:func:`neighbor_table`), by
+    one of the token's nearest tokens in the embedding space. The teacher labels the altered text, so the
+    student learns the teacher's function on inputs around the training data, not only on it. Returns a new
+    tensor."""
     if p <= 0:
         return input_ids
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
@@ -119,6 +152,11 @@ def augment_tokens(
     to_mask = hit & (rand < p / 2)
     out[to_mask] = mask_id
     swap = hit & ~to_mask
+    if neighbors is not None:
+        table = neighbors.to(input_ids.device)
+        cols = torch.randint(table.shape[1], (int(swap.sum()),), generator=generator, device=input_ids.device)
+        out[swap] = table[input_ids[swap], cols]
+        return out
     picks = torch.randint(pool.numel(), (int(swap.sum()),), generator=generator, device=input_ids.device)
     out[swap] = pool[picks]
     return out
@@ -136,12 +174,14 @@ class DistillationTrainer(Trainer):
         augment: float = 0.0,
         special_ids: list[int] | None = None,
         mask_id: int | None = None,
+        neighbors: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         if augment > 0 and mask_id is None:
             raise ValueError("augment > 0 needs the tokenizer's mask token id")
         self.augment = augment
+        self.neighbors = neighbors
         self.special_ids = torch.tensor(sorted(set(special_ids or [])), dtype=torch.long)
         self.mask_id = mask_id
         self.teacher = teacher.to(self.args.device).eval()
@@ -171,6 +211,7 @@ class DistillationTrainer(Trainer):
                 self.special_ids,
                 self.mask_id,
                 self.augment,
+                neighbors=self.neighbors,
             )
         want_att = self.distill_loss.attention > 0
         # The teacher runs under the same autocast as the student (Accelerate wraps only the student).
