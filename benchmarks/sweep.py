@@ -47,9 +47,6 @@ GRID: dict[str, dict[str, Any]] = {
     # the SVD share with augmentation.
     "5x-h1": {"ratio": 5.0, "max_steps": 3000, "hybrid": 1.0},
     "10x-h1": {"ratio": 10.0, "max_steps": 3000, "hybrid": 1.0},
-    # Attention-map MSE: on the trained 10x student (SST-2 train batch) it is 0.005 against 0.22 for the
-    # hidden states and 0.29 for the logits, so weight 20 makes it a term of the same size.
-    "10x-att20": {"ratio": 10.0, "max_steps": 3000, "w_attention": 20.0},
     # The students fit the teacher on the training sentences (95-98% agreement) far better than on dev
     # (86-92%), and augmentation narrowed that gap: replace tokens by their nearest tokens in the teacher's
     # word-embedding space (good -> excellent, bad, great; movie -> film) instead of random batch tokens.
