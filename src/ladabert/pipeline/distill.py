@@ -133,10 +133,10 @@ def augment_tokens(
 ) -> torch.Tensor:
     """Token-replacement augmentation for distillation: in every second example of the batch, each real,
     non-special token is replaced with probability ``p``, half of the time by ``mask_id`` and otherwise by a
-    token drawn from the batch's own real tokens or, given a ``neighbors`` table (:func:`neighbor_table`), by
-    one of the token's nearest tokens in the embedding space. The teacher labels the altered text, so the
-    student learns the teacher's function on inputs around the training data, not only on it. Returns a new
-    tensor."""
+    token drawn from the batch's own real tokens or, given a ``neighbors`` table (:func:`neighbor_table`, on
+    the device of ``input_ids``), by one of the token's nearest tokens in the embedding space. The teacher
+    labels the altered text, so the student learns the teacher's function on inputs around the training
+    data, not only on it. Returns a new tensor."""
     if p <= 0:
         return input_ids
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
@@ -153,9 +153,10 @@ def augment_tokens(
     out[to_mask] = mask_id
     swap = hit & ~to_mask
     if neighbors is not None:
-        table = neighbors.to(input_ids.device)
-        cols = torch.randint(table.shape[1], (int(swap.sum()),), generator=generator, device=input_ids.device)
-        out[swap] = table[input_ids[swap], cols]
+        cols = torch.randint(
+            neighbors.shape[1], (int(swap.sum()),), generator=generator, device=input_ids.device
+        )
+        out[swap] = neighbors[input_ids[swap], cols]
         return out
     picks = torch.randint(pool.numel(), (int(swap.sum()),), generator=generator, device=input_ids.device)
     out[swap] = pool[picks]
@@ -181,7 +182,8 @@ class DistillationTrainer(Trainer):
         if augment > 0 and mask_id is None:
             raise ValueError("augment > 0 needs the tokenizer's mask token id")
         self.augment = augment
-        self.neighbors = neighbors
+        # Moved to the training device once, not at every step.
+        self.neighbors = None if neighbors is None else neighbors.to(self.args.device)
         self.special_ids = torch.tensor(sorted(set(special_ids or [])), dtype=torch.long)
         self.mask_id = mask_id
         self.teacher = teacher.to(self.args.device).eval()
