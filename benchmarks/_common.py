@@ -49,9 +49,19 @@ _SCHEDULE = {
     "schedule_fraction",
     "schedule_updates",
 }
-UNUSED_BY_METHOD = {"svd": {"hybrid"}, "prune": {"hybrid"}, "distill-only": _SCHEDULE}
+UNUSED_BY_METHOD = {
+    "svd": {"hybrid"},
+    "prune": {"hybrid"},
+    "distill-only": _SCHEDULE | {"data_aware", "calibration_samples"},
+}
 # Settings added after some runs were recorded: what a run without the field did.
-BEFORE_THE_SETTING = {"augment": 0.0, "average_last": 0.0, "augment_swap": "batch"}
+BEFORE_THE_SETTING = {
+    "augment": 0.0,
+    "average_last": 0.0,
+    "augment_swap": "batch",
+    "data_aware": False,
+    "calibration_samples": 2048,
+}
 
 
 def recipe_changes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -70,6 +80,7 @@ def recipe_changes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if field in unused or (
             (field == "average_every" and not config.get("average_last"))
             or (field == "augment_swap" and not config.get("augment"))
+            or (field == "calibration_samples" and not config.get("data_aware"))
         ):
             continue
         value = config.get(field, BEFORE_THE_SETTING.get(field, default))

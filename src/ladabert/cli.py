@@ -118,6 +118,19 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         help="a replaced token becomes [MASK] or, half of the time, a token from the batch (default) or one "
         "of its nearest tokens by the teacher's word embeddings",
     )
+    p.add_argument(
+        "--data-aware",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="truncate and prune for each layer's outputs on calibration data (input covariances, token "
+        "frequencies) instead of by weight magnitude alone",
+    )
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=None,
+        help="training examples read for --data-aware statistics (default 2048)",
+    )
 
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
@@ -281,6 +294,8 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "w_hard",
         "augment",
         "augment_swap",
+        "data_aware",
+        "calibration_samples",
         "mixed_precision",
     ]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}

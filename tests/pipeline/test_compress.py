@@ -192,3 +192,27 @@ def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, syntheti
     assert m["bf16_autocast"] and m["value_precision"] == "fp32"
     assert seen == [False, False, False]  # teacher, initial student, final student
     assert evaluate(tmp_path / "s", "sst2", data_dir=synthetic_glue, max_length=32)["value"] == m["value"]
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "rank"])
+def test_data_aware_compression_learns_and_reloads(tmp_path, tiny_teacher, synthetic_glue, pattern):
+    out = tmp_path / "aware"
+    m = compress(
+        _cfg(data_aware=True, calibration_samples=100, pattern=pattern),
+        tiny_teacher,
+        out,
+        data_dir=synthetic_glue,
+    )
+    assert m["config"]["data_aware"] is True and m["steps"] == 60
+    assert m["ratio"] == pytest.approx(3.0, rel=0.02)
+    assert m["value"] >= 0.9  # chance is 0.5
+    assert json.loads((out / "config.json").read_text())["ladabert"]["data_aware"] is True
+    again = evaluate(out, "sst2", data_dir=synthetic_glue, max_length=32)
+    assert again["value"] == pytest.approx(m["value"], abs=1e-12)
+
+
+def test_data_aware_settings_are_checked():
+    with pytest.raises(ValueError, match="calibration_samples must be >= 1"):
+        _cfg(calibration_samples=0)
+    with pytest.raises(ValueError, match="data_aware must be true or false"):
+        _cfg(data_aware="yes")

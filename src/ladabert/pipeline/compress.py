@@ -92,6 +92,11 @@ class CompressConfig(JsonConfig):
     # What a replaced token becomes (besides [MASK]): "batch", a token drawn from the batch; "neighbors", one of
     # its 8 nearest tokens by the teacher's word embeddings (distill.neighbor_table).
     augment_swap: str = "batch"
+    # Data-aware compression (pipeline.calibrate): truncate and prune for each layer's outputs on
+    # ``calibration_samples`` training examples (input covariances; token frequencies for the embedding
+    # table) instead of for the weights alone. False: the paper's plain SVD and magnitude pruning.
+    data_aware: bool = False
+    calibration_samples: int = 2048
     max_length: int = 128
     seed: int = 42
     max_train_samples: int | None = None
@@ -117,6 +122,9 @@ class CompressConfig(JsonConfig):
         _check_range("max_steps", self.max_steps, 1)
         _check_range("augment", self.augment, 0, 1)
         _check_range("average_every", self.average_every, 1)
+        _check_range("calibration_samples", self.calibration_samples, 1)
+        if not isinstance(self.data_aware, bool):
+            raise ValueError(f"data_aware must be true or false, got {self.data_aware!r}")
         if not 0 <= self.average_last <= 1 - self.schedule_fraction + 1e-9:
             raise ValueError(
                 f"average_last must be >= 0 and <= 1 - schedule_fraction ({1 - self.schedule_fraction:g}) so "
@@ -176,9 +184,11 @@ def narrow_student_config(teacher_config: Any, target_params: int) -> Any:
 
 
 def build_student(
-    teacher: torch.nn.Module, config: CompressConfig
+    teacher: torch.nn.Module, config: CompressConfig, stats: dict[str, torch.Tensor] | None = None
 ) -> tuple[torch.nn.Module, dict[int, Any], Any]:
-    """The initial student and the ``{step: plan}`` schedule of recompressions (empty for distill-only)."""
+    """The initial student and the ``{step: plan}`` schedule of recompressions (empty for distill-only).
+
+    ``stats`` (:func:`calibration_stats`) makes the compression data-aware."""
     from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs
 
     n_teacher = _count_all(teacher)
@@ -213,13 +223,43 @@ def build_student(
     final = plan_for(config.ratio)  # fail early when the final ratio is out of reach
     del final
     cfg = copy.deepcopy(teacher.config)
-    student = hyb.install(copy.deepcopy(teacher), plan0)
+    student = hyb.install(copy.deepcopy(teacher), plan0, stats)
     cfg.ladabert = {"method": config.method, "layers": layer_specs(student)}
     # Re-home the weights in the student class so that checkpoints reload through from_pretrained.
     shell = LadaBertForSequenceClassification(cfg)
     shell.load_state_dict(student.state_dict())
     plans = {step: plan_for(ratio) for step, ratio in schedule.targets()}
     return shell, plans, schedule
+
+
+def calibration_stats(
+    teacher: torch.nn.Module, train_ds: Any, collator: Any, config: CompressConfig, special_ids: list[int]
+) -> dict[str, torch.Tensor]:
+    """Statistics for data-aware compression: input covariances of the teacher's encoder Linears over
+    ``config.calibration_samples`` training examples (drawn with ``config.seed``) and token frequencies
+    over the whole training set."""
+    from tqdm.auto import tqdm
+
+    from ladabert.pipeline.calibrate import activation_stats, token_frequency
+
+    n = min(config.calibration_samples, len(train_ds))
+    order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(config.seed))[:n].tolist()
+    step = 64
+    batches = (collator([train_ds[i] for i in order[j : j + step]]) for j in range(0, n, step))
+    names = hyb.compressible_names(teacher)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher.to(device)
+    try:
+        stats = activation_stats(
+            teacher, tqdm(batches, total=-(-n // step), desc="calibrating", leave=False), names
+        )
+    finally:
+        teacher.to("cpu")
+    ids = [train_ds[i]["input_ids"] for i in range(len(train_ds))]
+    for name in names:
+        if name.endswith("word_embeddings"):
+            stats[name] = token_frequency(ids, teacher.config.vocab_size, special_ids)
+    return stats
 
 
 def compress(
@@ -280,8 +320,13 @@ def compress(
     teacher_metrics = evaluate_module(
         teacher_model, tokenizer, task, data_dir, config.max_length, config.max_eval_samples
     )
+    stats = None
+    if config.data_aware and config.method != "distill-only":
+        stats = calibration_stats(
+            teacher_model, train_ds, make_collator(tokenizer), config, tokenizer.all_special_ids
+        )
     torch.manual_seed(config.seed)
-    student, plans, schedule = build_student(teacher_model, config)
+    student, plans, schedule = build_student(teacher_model, config, stats)
     if attn:
         student.config._attn_implementation = "eager"
     init_metrics = evaluate_module(
@@ -294,7 +339,7 @@ def compress(
         neighbors = neighbor_table(teacher_model.get_input_embeddings().weight, vocab)
     args = training_arguments(work_dir, config)
     clock = _WallClock(work_dir)
-    comp_cb = CompressionCallback(plans)
+    comp_cb = CompressionCallback(plans, stats)
     last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     average = WeightAverage(config.average_last, config.average_every, last) if config.average_last else None
     trainer = DistillationTrainer(
@@ -332,6 +377,7 @@ def compress(
         "pattern": config.pattern if config.method != "distill-only" else None,
         "hybrid": config.hybrid_share if config.method != "distill-only" else None,
         "embedding_scale": config.embedding_scale if config.method != "distill-only" else None,
+        "data_aware": bool(stats),
         "block_size": config.block_size if config.pattern == "block" else None,
         "ratio_target": config.ratio,
         "ratio": teacher_counts["total"] / counts["total"],

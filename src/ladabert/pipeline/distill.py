@@ -252,10 +252,12 @@ class CompressionCallback(TrainerCallback):
 
     Args:
         plans: ``{global_step: CompressionPlan}``; after that step the student is brought to that plan.
+        stats: calibration statistics for data-aware recompression (:mod:`ladabert.pipeline.calibrate`).
     """
 
-    def __init__(self, plans: dict[int, CompressionPlan]):
+    def __init__(self, plans: dict[int, CompressionPlan], stats: dict[str, torch.Tensor] | None = None):
         self.plans = plans
+        self.stats = stats
         self.history: list[tuple[int, float]] = []
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # noqa: ANN001
@@ -263,7 +265,7 @@ class CompressionCallback(TrainerCallback):
             return
         plan = self.plans.get(state.global_step)
         if plan is not None:
-            changed = recompress(model, plan)
+            changed = recompress(model, plan, self.stats)
             if optimizer is not None:
                 _reset_optimizer_state(optimizer, changed)
             self.history.append((state.global_step, plan.ratio_target))

@@ -220,79 +220,153 @@ def _split_budget(shapes: dict[str, tuple[int, int]], budget: float, scale: floa
 # The engine: install compressed layers, re-truncate and re-prune them, enforce masks, count parameters.
 
 
-def _compute_masks(layer: nn.Module, plan: MatrixPlan, pattern: str, block: int) -> None:
-    """Recompute ``layer``'s masks by magnitude for ``plan`` (ranks already truncated)."""
+def _root_diag(stat: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Root mean square of each input of a layer: ``sqrt(diag(C))`` (``stat`` itself when 1-D)."""
+    d = stat if stat.dim() == 1 else stat.diagonal()
+    return d.to(device=device, dtype=torch.float32).clamp_min(0).sqrt()
+
+
+def _compute_masks(
+    layer: nn.Module, plan: MatrixPlan, pattern: str, block: int, stat: torch.Tensor | None = None
+) -> None:
+    """Recompute ``layer``'s masks for ``plan`` (ranks already truncated).
+
+    Without ``stat`` a weight's score is its magnitude (the paper). With ``stat`` (the layer's input
+    covariance, or token frequencies for the word-embedding table) it is the magnitude times the root mean
+    square of the input it multiplies, ``|W_ij| * ||x_j||`` (Wanda, Sun et al. 2023): a weight on an input
+    that is never active scores zero. The second factor of a pair sees the first factor's (masked) output,
+    whose mean square follows from ``stat``.
+    """
     if isinstance(layer, MaskedLinear | MaskedEmbedding):
-        w = layer.weight * layer.weight_mask
+        w = (layer.weight * layer.weight_mask).detach().abs().float()
+        if stat is not None:
+            rms = _root_diag(stat, w.device)
+            w = w * (rms[:, None] if isinstance(layer, MaskedEmbedding) else rms[None, :])
         if pattern == "n:m" and plan.sparsity > 0:
             layer.weight_mask.copy_(nm_mask(w, *NM))
         else:
             layer.weight_mask.copy_(magnitude_mask(w, plan.sparsity, pattern, block))
         return
     k = plan.rank
-    u, v = layer.U[:, :k], layer.V[:k]
+    u, v = layer.U[:, :k].detach().abs().float(), layer.V[:k].detach().abs().float()
+    emb = isinstance(layer, FactorizedEmbedding)
     layer.U_mask.zero_()
     layer.V_mask.zero_()
+
+    def mask(scores: torch.Tensor) -> torch.Tensor:
+        return (
+            nm_mask(scores, *NM)
+            if pattern == "n:m"
+            else magnitude_mask(scores, plan.sparsity, pattern, block)
+        )
+
     if plan.sparsity == 0:
         layer.U_mask[:, :k] = True
         layer.V_mask[:k] = True
     elif pattern == "rank":
+        if stat is not None:  # norm of each component's output over the data: ||U_i|| * rms(V_i x)
+            if emb:
+                p = stat.to(u.device, torch.float32)
+                u = u * p.clamp_min(0).sqrt()[:, None]
+            else:
+                vf = layer.V[:k].detach().float()
+                c = stat.to(vf.device, torch.float32)
+                v = ((vf @ c) * vf).sum(1).clamp_min(0).sqrt()[:, None]
         comp = rank_component_mask(u, v, plan.keep_rank or k)
         layer.U_mask[:, :k] = comp[None, :]
         layer.V_mask[:k] = comp[:, None]
-    elif pattern == "n:m":
-        layer.U_mask[:, :k] = nm_mask(u, *NM)
-        layer.V_mask[:k] = nm_mask(v, *NM)
-    else:
-        layer.U_mask[:, :k] = magnitude_mask(u, plan.sparsity, pattern, block)
-        layer.V_mask[:k] = magnitude_mask(v, plan.sparsity, pattern, block)
+    elif stat is None:
+        layer.U_mask[:, :k] = mask(u)
+        layer.V_mask[:k] = mask(v)
+    elif emb:  # U (vocab x k) is looked up by token: weight its rows by token frequency
+        p = stat.to(u.device, torch.float32).clamp_min(0)
+        layer.U_mask[:, :k] = mask(u * p.sqrt()[:, None])
+        um = layer.U[:, :k].detach().float() * layer.U_mask[:, :k]
+        z = (p[:, None] * um.pow(2)).sum(0).sqrt()  # rms of each rank component over the data
+        layer.V_mask[:k] = mask(v * z[:, None])
+    else:  # V (k x in) sees x; U (out x k) sees z = V x, with E[z_i^2] = (V C V^T)_ii
+        c = stat.to(v.device, torch.float32)
+        layer.V_mask[:k] = mask(v * _root_diag(c, v.device)[None, :])
+        vm = layer.V[:k].detach().float() * layer.V_mask[:k]
+        z = ((vm @ c) * vm).sum(1).clamp_min(0).sqrt()
+        layer.U_mask[:, :k] = mask(u * z[None, :])
+
+
+def _factors(
+    weight: torch.Tensor, rank: int, emb: bool, stat: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors of a dense matrix; an embedding table is factorized as ``W^T`` acting on one-hot tokens."""
+    if stat is None or not emb:
+        return svd_factors(weight, rank, stat)
+    a, b = svd_factors(weight.T, rank, stat)
+    return b.T.contiguous(), a.T.contiguous()
+
+
+def _refactor(
+    u: torch.Tensor, v: torch.Tensor, rank: int, emb: bool, stat: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if stat is None or not emb:
+        return refactor(u, v, rank, stat)
+    a, b = refactor(v.T, u.T, rank, stat)
+    return b.T.contiguous(), a.T.contiguous()
 
 
 @torch.no_grad()
-def install(model: nn.Module, plan: CompressionPlan) -> nn.Module:
+def install(
+    model: nn.Module, plan: CompressionPlan, stats: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
     """Replace every compressible matrix of the dense ``model`` by its compressed layer, in place.
 
     Factorized layers start from the truncated SVD of the dense weight at ``plan``'s rank; masks are
-    computed by magnitude. Returns ``model``.
+    computed by magnitude. With ``stats`` (:func:`activation_stats`) both are data-aware: the SVD keeps what
+    matters for the layer's outputs on the calibration data and pruning scores weigh each weight by its
+    input (see :mod:`ladabert.pipeline.factorize` and :func:`_compute_masks`). Returns ``model``.
     """
+    stats = stats or {}
     for name, mp in plan.matrices.items():
         old = model.get_submodule(name)
         emb = isinstance(old, nn.Embedding)
         if mp.rank is None:
             new = MaskedEmbedding.from_embedding(old) if emb else MaskedLinear.from_linear(old)
         else:
-            u, v = svd_factors(old.weight, mp.rank)
+            u, v = _factors(old.weight, mp.rank, emb, stats.get(name))
             new = (
                 FactorizedEmbedding.from_factors(u, v, old.padding_idx)
                 if emb
                 else FactorizedLinear.from_factors(u, v, old.bias)
             )
         new.to(old.weight.device)
-        _compute_masks(new, mp, plan.pattern, plan.block_size)
+        _compute_masks(new, mp, plan.pattern, plan.block_size, stats.get(name))
         new.apply_masks()
         model.set_submodule(name, new)
     return model
 
 
 @torch.no_grad()
-def recompress(model: nn.Module, plan: CompressionPlan) -> list[nn.Parameter]:
-    """Truncate ranks further (re-SVD of the masked ``U @ V``) and recompute masks by magnitude.
+def recompress(
+    model: nn.Module, plan: CompressionPlan, stats: dict[str, torch.Tensor] | None = None
+) -> list[nn.Parameter]:
+    """Truncate ranks further (re-SVD of the masked ``U @ V``) and recompute masks by magnitude (data-aware
+    with ``stats``, as in :func:`install`).
 
     Returns the parameters whose basis changed, so that the caller can reset their optimizer state.
     """
+    stats = stats or {}
     changed = []
     for name, mp in plan.matrices.items():
         layer = model.get_submodule(name)
+        stat = stats.get(name)
         if mp.rank is not None:
             if mp.rank > layer.rank:
                 raise ValueError(f"{name}: cannot grow rank {layer.rank} to {mp.rank}")
-            u, v = refactor(layer.U * layer.U_mask, layer.V * layer.V_mask, mp.rank)
+            emb = isinstance(layer, FactorizedEmbedding)
+            u, v = _refactor(layer.U * layer.U_mask, layer.V * layer.V_mask, mp.rank, emb, stat)
             layer.U.zero_()
             layer.V.zero_()
             layer.U[:, : mp.rank] = u
             layer.V[: mp.rank] = v
             changed += [layer.U, layer.V]
-        _compute_masks(layer, mp, plan.pattern, plan.block_size)
+        _compute_masks(layer, mp, plan.pattern, plan.block_size, stat)
         layer.apply_masks()
     return changed
 
