@@ -107,22 +107,42 @@ def render() -> str:
         d = json.loads(path.read_text())
         ratios = sorted({r["ratio_target"] for r in d["rows"]})
         shares = sorted({r["hybrid"] for r in d["rows"]})
+        modes = sorted({bool(r.get("data_aware")) for r in d["rows"]})
+        cols = [(x, a) for x in ratios for a in modes]
         rows = [
-            "| hybrid share h | " + " | ".join(f"{x:g}x" for x in ratios) + " |",
-            "|---|" + "---|" * len(ratios),
+            "| hybrid share h | "
+            + " | ".join(
+                f"{x:g}x" + (", data-aware" if a else ", plain" if len(modes) > 1 else "") for x, a in cols
+            )
+            + " |",
+            "|---|" + "---|" * len(cols),
         ]
         for h in shares:
             cells = [
                 next(
-                    _pct(r["value_at_init"]) for r in d["rows"] if r["hybrid"] == h and r["ratio_target"] == x
+                    (
+                        f"{_pct(r['value_at_init'])}%"
+                        for r in d["rows"]
+                        if r["hybrid"] == h and r["ratio_target"] == x and bool(r.get("data_aware")) == a
+                    ),
+                    "-",
                 )
-                for x in ratios
+                for x, a in cols
             ]
-            rows.append(f"| {h:g} | " + " | ".join(f"{c}%" for c in cells) + " |")
+            rows.append(f"| {h:g} | " + " | ".join(cells) + " |")
+        cal = d.get("calibration_samples")
         parts.append(
             f"**Hybrid share before distillation** (`{path.name}`): dev {d['metric']} of the teacher compressed "
             f"with share h of the reduction from SVD (0 = pruning only, 1 = SVD only), no training; teacher "
-            f"{_pct(d['teacher_value'])}%.\n\n" + "\n".join(rows)
+            f"{_pct(d['teacher_value'])}%"
+            + (
+                f"; *plain* is the paper's SVD and magnitude pruning, *data-aware* uses {cal:,} training "
+                "examples (`--data-aware`)"
+                if cal
+                else ""
+            )
+            + ".\n\n"
+            + "\n".join(rows)
         )
     for path in sorted(RESULTS.glob("sweep_*.json")):
         d = json.loads(path.read_text())
