@@ -30,6 +30,7 @@ from benchmarks._common import RESULTS, describe_changes, load_results, recipe_c
 DISTILL_ONLY_LONG = 24000
 DISTILL_ONLY_LONG_10PCT = 15000  # 10x the steps LadaBERT needs on 10% of the data (1,500, its schedule's end)
 NO_AUGMENT = {"augment": 0.0}
+PLAIN = {"data_aware": False}
 ROWS: list[tuple[Any, ...]] = [
     # The paper's table, today's default recipe.
     ("hybrid", "unstructured", 2.5, 1.0),
@@ -52,6 +53,12 @@ ROWS: list[tuple[Any, ...]] = [
     ("hybrid", "unstructured", 10.0, 0.1, None, NO_AUGMENT),
     ("distill-only", "none", 10.0, 0.1, None, NO_AUGMENT),
     ("distill-only", "none", 10.0, 0.1, DISTILL_ONLY_LONG_10PCT, NO_AUGMENT),
+    # The unstructured rows before data-aware compression became the default (the paper's plain SVD and
+    # magnitude pruning, with augmentation).
+    ("hybrid", "unstructured", 2.5, 1.0, None, PLAIN),
+    ("hybrid", "unstructured", 5.0, 1.0, None, PLAIN),
+    ("hybrid", "unstructured", 10.0, 1.0, None, PLAIN),
+    ("hybrid", "unstructured", 20.0, 1.0, None, PLAIN),
     # The same rows before augmentation became the default (what token augmentation changes at each setting).
     ("hybrid", "unstructured", 2.5, 1.0, None, NO_AUGMENT),
     ("hybrid", "unstructured", 20.0, 1.0, None, {"hybrid": 0.5, **NO_AUGMENT}),

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     # Merge with rows recorded earlier (other ratios, methods or patterns), replacing same-key rows.
     key = ("method", "pattern", "ratio_target")
     previous = (load_results(f"compress_{args.task}.json") or {}).get("runs", [])
+    for r in previous:  # defaults may have changed since the row was recorded
+        if r.get("config"):
+            r["recipe_changes"] = recipe_changes(r["config"])
     mine = {tuple(r[k] for k in key) for r in rows}
     rows = sorted(
         [r for r in previous if tuple(r[k] for k in key) not in mine] + rows,

@@ -194,19 +194,21 @@ def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, syntheti
     assert evaluate(tmp_path / "s", "sst2", data_dir=synthetic_glue, max_length=32)["value"] == m["value"]
 
 
-@pytest.mark.parametrize("pattern", ["unstructured", "rank"])
-def test_data_aware_compression_learns_and_reloads(tmp_path, tiny_teacher, synthetic_glue, pattern):
-    out = tmp_path / "aware"
+@pytest.mark.parametrize("pattern,aware", [("unstructured", True), ("rank", True), ("unstructured", False)])
+def test_plain_and_data_aware_compression_learn_and_reload(
+    tmp_path, tiny_teacher, synthetic_glue, pattern, aware
+):
+    out = tmp_path / "student"
     m = compress(
-        _cfg(data_aware=True, calibration_samples=100, pattern=pattern),
+        _cfg(data_aware=aware, calibration_samples=100, pattern=pattern),
         tiny_teacher,
         out,
         data_dir=synthetic_glue,
     )
-    assert m["config"]["data_aware"] is True and m["steps"] == 60
+    assert m["config"]["data_aware"] is aware and m["steps"] == 60
     assert m["ratio"] == pytest.approx(3.0, rel=0.02)
     assert m["value"] >= 0.9  # chance is 0.5
-    assert json.loads((out / "config.json").read_text())["ladabert"]["data_aware"] is True
+    assert json.loads((out / "config.json").read_text())["ladabert"]["data_aware"] is aware
     again = evaluate(out, "sst2", data_dir=synthetic_glue, max_length=32)
     assert again["value"] == pytest.approx(m["value"], abs=1e-12)
 

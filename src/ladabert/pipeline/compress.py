@@ -94,8 +94,9 @@ class CompressConfig(JsonConfig):
     augment_swap: str = "batch"
     # Data-aware compression (pipeline.calibrate): truncate and prune for each layer's outputs on
     # ``calibration_samples`` training examples (input covariances; token frequencies for the embedding
-    # table) instead of for the weights alone. False: the paper's plain SVD and magnitude pruning.
-    data_aware: bool = False
+    # table) instead of for the weights alone. False: the paper's plain SVD and magnitude pruning. True by
+    # experiment (benchmarks/results/sweep_sst2.json, 5x-aware / 10x-aware; hybrid_share_sst2.json).
+    data_aware: bool = True
     calibration_samples: int = 2048
     max_length: int = 128
     seed: int = 42
