@@ -138,3 +138,33 @@ def test_embedding_scale_caps_a_side_at_dense(teacher):
     plan = hybrid.allocate(shapes, n, 1.2, 0.0, embedding_scale=50.0)
     assert plan.matrices["bert.embeddings.word_embeddings"].sparsity == 0  # capped at 1: kept whole
     assert n / plan.nonzero_params == pytest.approx(1.2, rel=0.01)  # the encoder took the surplus
+
+
+@pytest.fixture(scope="module")
+def stats(teacher):
+    from ladabert.pipeline.calibrate import activation_stats, token_frequency
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, teacher.config.vocab_size, (16, 10), generator=g)
+    mask = torch.ones_like(ids)
+    batches = [{"input_ids": ids[i : i + 4], "attention_mask": mask[i : i + 4]} for i in range(0, 16, 4)]
+    names = hybrid.compressible_names(teacher)
+    out = activation_stats(teacher, batches, names)
+    out[names[0]] = token_frequency(ids.tolist(), teacher.config.vocab_size, always=[0])
+    return out
+
+
+@pytest.mark.parametrize("pattern,share,ratio", CASES)
+def test_data_aware_counts_are_exact_through_install_and_recompress(teacher, stats, pattern, share, ratio):
+    n_teacher = _total(teacher)
+    shapes = hybrid.matrix_shapes(teacher)
+    plan0 = hybrid.allocate(shapes, n_teacher, 2.0, share, pattern, block_size=16)
+    student = hybrid.install(copy.deepcopy(teacher), plan0, stats)
+    plan = hybrid.allocate(shapes, n_teacher, ratio, share, pattern, block_size=16)
+    hybrid.recompress(student, plan, stats)
+    hybrid.plan_with_actual_counts(student, plan)
+    counts = hybrid.count_parameters(student)
+    assert counts["total"] == plan.nonzero_params
+    assert 0 <= counts["total"] - _nonzero(student) <= 2 * teacher.config.hidden_size
+    tolerance = 0.01 if pattern == "unstructured" and share < 1.0 else 0.06
+    assert n_teacher / counts["total"] == pytest.approx(ratio, rel=tolerance)
