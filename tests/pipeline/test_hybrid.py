@@ -168,3 +168,21 @@ def test_data_aware_counts_are_exact_through_install_and_recompress(teacher, sta
     assert 0 <= counts["total"] - _nonzero(student) <= 2 * teacher.config.hidden_size
     tolerance = 0.01 if pattern == "unstructured" and share < 1.0 else 0.06
     assert n_teacher / counts["total"] == pytest.approx(ratio, rel=tolerance)
+
+
+@pytest.mark.parametrize("ratio", [4.0, 6.0, 7.5])
+def test_data_aware_masks_spend_no_budget_on_dead_components(teacher, stats, ratio):
+    # High sparsity in both factors: a component whose U column (or V row) is pruned entirely must not
+    # keep entries in its partner, which would be counted but do nothing (and be dropped on saving).
+    n_teacher = _total(teacher)
+    plan = hybrid.allocate(hybrid.matrix_shapes(teacher), n_teacher, ratio, 0.25)
+    student = hybrid.install(copy.deepcopy(teacher), plan, stats)
+    for name, mp in plan.matrices.items():
+        layer = student.get_submodule(name)
+        if mp.rank is None:
+            continue
+        k = mp.rank
+        assert torch.equal(layer.U_mask[:, :k].any(0), layer.V_mask[:k].any(1)), name
+    before = hybrid.count_parameters(student)["total"]
+    shrink_factors(student)
+    assert hybrid.count_parameters(student)["total"] == before == plan.nonzero_params

@@ -226,6 +226,9 @@ def _root_diag(stat: torch.Tensor, device: torch.device) -> torch.Tensor:
     return d.to(device=device, dtype=torch.float32).clamp_min(0).sqrt()
 
 
+_PASSES = 8  # data-aware masks: rounds of handing a dead component's budget to live ones
+
+
 def _compute_masks(
     layer: nn.Module, plan: MatrixPlan, pattern: str, block: int, stat: torch.Tensor | None = None
 ) -> None:
@@ -235,7 +238,9 @@ def _compute_masks(
     covariance, or token frequencies for the word-embedding table) it is the magnitude times the root mean
     square of the input it multiplies, ``|W_ij| * ||x_j||`` (Wanda, Sun et al. 2023): a weight on an input
     that is never active scores zero. The second factor of a pair sees the first factor's (masked) output,
-    whose mean square follows from ``stat``.
+    whose mean square follows from ``stat``. A component whose column of U or row of V is pruned entirely
+    is dead: its partner's entries are then scored zero and the masks recomputed, so that the budget goes to
+    live components instead of weights that do nothing (and that saving would drop).
     """
     if isinstance(layer, MaskedLinear | MaskedEmbedding):
         w = (layer.weight * layer.weight_mask).detach().abs().float()
@@ -280,16 +285,30 @@ def _compute_masks(
         layer.V_mask[:k] = mask(v)
     elif emb:  # U (vocab x k) is looked up by token: weight its rows by token frequency
         p = stat.to(u.device, torch.float32).clamp_min(0)
-        layer.U_mask[:, :k] = mask(u * p.sqrt()[:, None])
-        um = layer.U[:, :k].detach().float() * layer.U_mask[:, :k]
-        z = (p[:, None] * um.pow(2)).sum(0).sqrt()  # rms of each rank component over the data
-        layer.V_mask[:k] = mask(v * z[:, None])
+        score_u = u * p.sqrt()[:, None]
+        alive = torch.ones(k, dtype=torch.bool, device=u.device)
+        for _ in range(_PASSES):  # later passes hand the budget of dead components to live ones
+            layer.U_mask[:, :k] = mask(score_u * alive[None, :])
+            um = layer.U[:, :k].detach().float() * layer.U_mask[:, :k]
+            z = (p[:, None] * um.pow(2)).sum(0).sqrt() * alive  # rms of each rank component over the data
+            layer.V_mask[:k] = mask(v * z[:, None])
+            now = alive & layer.U_mask[:, :k].any(0) & layer.V_mask[:k].any(1)
+            if torch.equal(now, alive):
+                break
+            alive = now
     else:  # V (k x in) sees x; U (out x k) sees z = V x, with E[z_i^2] = (V C V^T)_ii
         c = stat.to(v.device, torch.float32)
-        layer.V_mask[:k] = mask(v * _root_diag(c, v.device)[None, :])
-        vm = layer.V[:k].detach().float() * layer.V_mask[:k]
-        z = ((vm @ c) * vm).sum(1).clamp_min(0).sqrt()
-        layer.U_mask[:, :k] = mask(u * z[None, :])
+        score_v = v * _root_diag(c, v.device)[None, :]
+        alive = torch.ones(k, dtype=torch.bool, device=v.device)
+        for _ in range(_PASSES):  # later passes hand the budget of dead components to live ones
+            layer.V_mask[:k] = mask(score_v * alive[:, None])
+            vm = layer.V[:k].detach().float() * layer.V_mask[:k]
+            z = ((vm @ c) * vm).sum(1).clamp_min(0).sqrt() * alive
+            layer.U_mask[:, :k] = mask(u * z[None, :])
+            now = alive & layer.U_mask[:, :k].any(0) & layer.V_mask[:k].any(1)
+            if torch.equal(now, alive):
+                break
+            alive = now
 
 
 def _factors(
