@@ -53,12 +53,14 @@ ROWS: list[tuple[Any, ...]] = [
     ("hybrid", "unstructured", 10.0, 0.1, None, NO_AUGMENT),
     ("distill-only", "none", 10.0, 0.1, None, NO_AUGMENT),
     ("distill-only", "none", 10.0, 0.1, DISTILL_ONLY_LONG_10PCT, NO_AUGMENT),
-    # The unstructured rows before data-aware compression became the default (the paper's plain SVD and
+    # The unstructured rows and ablations before data-aware compression became the default (the paper's plain SVD and
     # magnitude pruning, with augmentation).
     ("hybrid", "unstructured", 2.5, 1.0, None, PLAIN),
     ("hybrid", "unstructured", 5.0, 1.0, None, PLAIN),
     ("hybrid", "unstructured", 10.0, 1.0, None, PLAIN),
     ("hybrid", "unstructured", 20.0, 1.0, None, PLAIN),
+    ("svd", "unstructured", 10.0, 1.0, None, PLAIN),
+    ("prune", "unstructured", 10.0, 1.0, None, PLAIN),
     # The same rows before augmentation became the default (what token augmentation changes at each setting).
     ("hybrid", "unstructured", 2.5, 1.0, None, NO_AUGMENT),
     ("hybrid", "unstructured", 20.0, 1.0, None, {"hybrid": 0.5, **NO_AUGMENT}),
