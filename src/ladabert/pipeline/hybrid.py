@@ -268,47 +268,48 @@ def _compute_masks(
     if plan.sparsity == 0:
         layer.U_mask[:, :k] = True
         layer.V_mask[:k] = True
-    elif pattern == "rank":
-        if stat is not None:  # norm of each component's output over the data: ||U_i|| * rms(V_i x)
-            if emb:
-                p = stat.to(u.device, torch.float32)
-                u = u * p.clamp_min(0).sqrt()[:, None]
-            else:
-                vf = layer.V[:k].detach().float()
-                c = stat.to(vf.device, torch.float32)
-                v = ((vf @ c) * vf).sum(1).clamp_min(0).sqrt()[:, None]
-        comp = rank_component_mask(u, v, plan.keep_rank or k)
-        layer.U_mask[:, :k] = comp[None, :]
-        layer.V_mask[:k] = comp[:, None]
-    elif stat is None:
-        layer.U_mask[:, :k] = mask(u)
-        layer.V_mask[:k] = mask(v)
-    elif emb:  # U (vocab x k) is looked up by token: weight its rows by token frequency
-        p = stat.to(u.device, torch.float32).clamp_min(0)
-        score_u = u * p.sqrt()[:, None]
-        alive = torch.ones(k, dtype=torch.bool, device=u.device)
-        for _ in range(_PASSES):  # later passes hand the budget of dead components to live ones
-            layer.U_mask[:, :k] = mask(score_u * alive[None, :])
-            um = layer.U[:, :k].detach().float() * layer.U_mask[:, :k]
-            z = (p[:, None] * um.pow(2)).sum(0).sqrt() * alive  # rms of each rank component over the data
-            layer.V_mask[:k] = mask(v * z[:, None])
-            now = alive & layer.U_mask[:, :k].any(0) & layer.V_mask[:k].any(1)
-            if torch.equal(now, alive):
-                break
-            alive = now
-    else:  # V (k x in) sees x; U (out x k) sees z = V x, with E[z_i^2] = (V C V^T)_ii
-        c = stat.to(v.device, torch.float32)
-        score_v = v * _root_diag(c, v.device)[None, :]
-        alive = torch.ones(k, dtype=torch.bool, device=v.device)
-        for _ in range(_PASSES):  # later passes hand the budget of dead components to live ones
-            layer.V_mask[:k] = mask(score_v * alive[:, None])
-            vm = layer.V[:k].detach().float() * layer.V_mask[:k]
-            z = ((vm @ c) * vm).sum(1).clamp_min(0).sqrt() * alive
-            layer.U_mask[:, :k] = mask(u * z[None, :])
-            now = alive & layer.U_mask[:, :k].any(0) & layer.V_mask[:k].any(1)
-            if torch.equal(now, alive):
-                break
-            alive = now
+        return
+    if stat is None:  # the paper: magnitude
+        if pattern == "rank":
+            comp = rank_component_mask(u, v, plan.keep_rank or k)
+            layer.U_mask[:, :k] = comp[None, :]
+            layer.V_mask[:k] = comp[:, None]
+        else:
+            layer.U_mask[:, :k] = mask(u)
+            layer.V_mask[:k] = mask(v)
+        return
+    # Data-aware, in the orientation of a Linear (``W^T`` for the embedding table, which acts on one-hot
+    # tokens): ``first`` (k x in) sees the input x, ``second`` (out x k) sees z = first @ x. ``flip`` maps
+    # between that orientation and the layer's own, in which the pattern's masks are defined.
+    st = stat.to(u.device, torch.float32)
+    flip = (lambda t: t.T) if emb else (lambda t: t)
+    first_raw = flip(layer.U[:, :k] if emb else layer.V[:k]).detach().float()
+    first_mask = flip(layer.U_mask[:, :k] if emb else layer.V_mask[:k])  # views into the masks
+    second_mask = flip(layer.V_mask[:k] if emb else layer.U_mask[:, :k])
+    second = flip(v if emb else u)
+    if pattern == "rank":  # a component's score: the norm of its output over the data
+        comp = rank_component_mask(second, _component_rms(first_raw, st)[:, None], plan.keep_rank or k)
+        first_mask[:] = comp[:, None]
+        second_mask[:] = comp[None, :]
+        return
+    score_first = first_raw.abs() * _root_diag(st, u.device)[None, :]
+    alive = torch.ones(k, dtype=torch.bool, device=u.device)
+    for _ in range(_PASSES):  # later passes hand the budget of dead components to live ones
+        first_mask[:] = flip(mask(flip(score_first * alive[:, None])))
+        z = _component_rms(first_raw * first_mask, st) * alive
+        second_mask[:] = flip(mask(flip(second * z[None, :])))
+        now = alive & first_mask.any(1) & second_mask.any(0)
+        if torch.equal(now, alive):
+            break
+        alive = now
+
+
+def _component_rms(first: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
+    """Root mean square of each output of ``first`` (k x in) over inputs of covariance ``stat``:
+    ``sqrt(diag(first C first^T))``, with ``C`` diagonal when ``stat`` is 1-D."""
+    if stat.dim() == 1:
+        return (first.pow(2) * stat.clamp_min(0)[None, :]).sum(1).sqrt()
+    return ((first @ stat) * first).sum(1).clamp_min(0).sqrt()
 
 
 def _factors(
