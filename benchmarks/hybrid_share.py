@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     base = evaluate_module(teacher, tok, args.task, args.data_dir, max_samples=args.max_eval_samples)
     stats = None
     if "data-aware" in args.modes:
-        cfg = CompressConfig(task=args.task, calibration_samples=args.calibration_samples)
+        cfg = CompressConfig(task=args.task)  # the seed and length a compress run uses
         train = tokenize(load_glue(get_task(args.task), "train", args.data_dir), tok, cfg.max_length)
-        stats = calibration_stats(teacher, train, make_collator(tok), cfg, tok.all_special_ids)
+        stats = calibration_stats(
+            teacher, train, make_collator(tok), args.calibration_samples, cfg.seed, tok.all_special_ids
+        )
     rows = []
     for ratio, h, mode in itertools.product(args.ratios, args.shares, args.modes):
         t0 = time.perf_counter()

@@ -234,17 +234,16 @@ def build_student(
 
 
 def calibration_stats(
-    teacher: torch.nn.Module, train_ds: Any, collator: Any, config: CompressConfig, special_ids: list[int]
+    teacher: torch.nn.Module, train_ds: Any, collator: Any, samples: int, seed: int, special_ids: list[int]
 ) -> dict[str, torch.Tensor]:
     """Statistics for data-aware compression: input covariances of the teacher's encoder Linears over
-    ``config.calibration_samples`` training examples (drawn with ``config.seed``) and token frequencies
-    over the whole training set."""
+    ``samples`` training examples (drawn with ``seed``) and token frequencies over the whole training set."""
     from tqdm.auto import tqdm
 
     from ladabert.pipeline.calibrate import activation_stats, token_frequency
 
-    n = min(config.calibration_samples, len(train_ds))
-    order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(config.seed))[:n].tolist()
+    n = min(samples, len(train_ds))
+    order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     step = 64
     batches = (collator([train_ds[i] for i in order[j : j + step]]) for j in range(0, n, step))
     names = hyb.compressible_names(teacher)
@@ -324,7 +323,12 @@ def compress(
     stats = None
     if config.data_aware and config.method != "distill-only":
         stats = calibration_stats(
-            teacher_model, train_ds, make_collator(tokenizer), config, tokenizer.all_special_ids
+            teacher_model,
+            train_ds,
+            make_collator(tokenizer),
+            config.calibration_samples,
+            config.seed,
+            tokenizer.all_special_ids,
         )
     torch.manual_seed(config.seed)
     student, plans, schedule = build_student(teacher_model, config, stats)
