@@ -58,6 +58,12 @@ GRID: dict[str, dict[str, Any]] = {
     "10x-aware": {"ratio": 10.0, "max_steps": 3000, "data_aware": True},
     # Data-aware, the 0.5 share has the lowest KL to the teacher before training (hybrid_share_sst2.json).
     "10x-aware-h0.5": {"ratio": 10.0, "max_steps": 3000, "data_aware": True, "hybrid": 0.5},
+    # The data-aware curves still climb at step 3,000 (5x) or swing by 1.5 points over its last 1,000 steps
+    # (10x): a longer recovery after a schedule that still ends at step 1,500 (the training-cost comparison
+    # counts LadaBERT's steps from the schedule's end), and the shorter schedule alone at 3,000 steps.
+    "5x-aware-6000-s0.25": {"ratio": 5.0, "max_steps": 6000, "schedule_fraction": 0.25, "data_aware": True},
+    "10x-aware-6000-s0.25": {"ratio": 10.0, "max_steps": 6000, "schedule_fraction": 0.25, "data_aware": True},
+    "10x-aware-s0.25": {"ratio": 10.0, "max_steps": 3000, "schedule_fraction": 0.25, "data_aware": True},
 }
 
 
