@@ -65,6 +65,8 @@ GRID: dict[str, dict[str, Any]] = {
     "10x-aware-6000-s0.25": {"ratio": 10.0, "max_steps": 6000, "schedule_fraction": 0.25, "data_aware": True},
     "10x-aware-s0.25": {"ratio": 10.0, "max_steps": 3000, "schedule_fraction": 0.25, "data_aware": True},
     "5x-aware-s0.25": {"ratio": 5.0, "max_steps": 3000, "schedule_fraction": 0.25, "data_aware": True},
+    "2.5x-aware-s0.25": {"ratio": 2.5, "max_steps": 3000, "schedule_fraction": 0.25, "data_aware": True},
+    "20x-aware-s0.25": {"ratio": 20.0, "max_steps": 3000, "schedule_fraction": 0.25, "data_aware": True},
 }
 
 
