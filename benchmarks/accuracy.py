@@ -31,6 +31,7 @@ DISTILL_ONLY_LONG = 24000
 DISTILL_ONLY_LONG_10PCT = 15000  # 10x the steps LadaBERT needs on 10% of the data (1,500, its schedule's end)
 NO_AUGMENT = {"augment": 0.0}
 PLAIN = {"data_aware": False}
+HALF_SCHEDULE = {"schedule_fraction": 0.5}
 ROWS: list[tuple[Any, ...]] = [
     # The paper's table, today's default recipe.
     ("hybrid", "unstructured", 2.5, 1.0),
@@ -53,6 +54,11 @@ ROWS: list[tuple[Any, ...]] = [
     ("hybrid", "unstructured", 10.0, 0.1, None, NO_AUGMENT),
     ("distill-only", "none", 10.0, 0.1, None, NO_AUGMENT),
     ("distill-only", "none", 10.0, 0.1, DISTILL_ONLY_LONG_10PCT, NO_AUGMENT),
+    # The unstructured rows before the schedule was shortened to the first quarter of training (data-aware).
+    ("hybrid", "unstructured", 2.5, 1.0, None, HALF_SCHEDULE),
+    ("hybrid", "unstructured", 5.0, 1.0, None, HALF_SCHEDULE),
+    ("hybrid", "unstructured", 10.0, 1.0, None, HALF_SCHEDULE),
+    ("hybrid", "unstructured", 20.0, 1.0, None, HALF_SCHEDULE),
     # The unstructured rows and ablations before data-aware compression became the default (the paper's plain SVD and
     # magnitude pruning, with augmentation).
     ("hybrid", "unstructured", 2.5, 1.0, None, PLAIN),

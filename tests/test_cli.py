@@ -119,3 +119,16 @@ def test_run_goes_end_to_end_on_a_tiny_model(tmp_path, tiny_bert_dir, synthetic_
         == 0
     )
     assert capsys.readouterr().out.count("reusing") == 3
+
+
+def test_compress_options_reach_the_config():
+    from ladabert.cli import _compress_config, build_parser
+
+    argv = ["compress", "--teacher", "t", "--out", "o", "--ratio", "10", "--schedule-fraction", "0.3"]
+    cfg = _compress_config(build_parser().parse_args(argv + ["--initial-ratio", "3", "--max-steps", "900"]))
+    assert (cfg.ratio, cfg.schedule_fraction, cfg.initial_ratio, cfg.max_steps) == (10.0, 0.3, 3.0, 900)
+    run = build_parser().parse_args(
+        ["run", "--out", "o", "--schedule-fraction", "0.4", "--compress-max-steps", "7"]
+    )
+    cfg = _compress_config(run, prefix="compress_")
+    assert (cfg.schedule_fraction, cfg.max_steps) == (0.4, 7)

@@ -83,6 +83,12 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument(
         "--initial-ratio", type=float, default=None, help="ratio of the student at step 0 (default 2)"
     )
+    p.add_argument(
+        "--schedule-fraction",
+        type=float,
+        default=None,
+        help="share of the steps over which the ratio grows to --ratio; the rest trains at it (default 0.25)",
+    )
     # Settings that `ladabert run` also has for fine-tuning: there they carry the "compress-" prefix.
     for name, kind, help_ in (
         ("max-steps", int, "distillation steps (default 3000)"),
@@ -280,6 +286,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "embedding_scale",
         "block_size",
         "initial_ratio",
+        "schedule_fraction",
         "batch_size",
         "seed",
         "max_train_samples",

@@ -169,7 +169,7 @@ def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
 
     cb = Last()
     # 60 steps, schedule over the first half; the last 40% (24 steps) sampled every 4 steps: 6 samples.
-    cfg = _cfg(average_last=0.4, average_every=4)
+    cfg = _cfg(average_last=0.4, average_every=4, schedule_fraction=0.5)
     m = compress(cfg, tiny_teacher, tmp_path / "avg", data_dir=synthetic_glue, callbacks=[cb])
     assert m["weights_averaged"] == 6 and m["config"]["average_last"] == 0.4
     assert m["ratio"] == pytest.approx(3.0, rel=0.01) and m["value"] >= 0.9
@@ -178,7 +178,7 @@ def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
     assert not torch.equal(dense.U, cb.U.to(dense.U.dtype))  # the saved weights are the mean, not the last
     assert not dense.U[~dense.U_mask].any() and not dense.V[~dense.V_mask].any()
     with pytest.raises(ValueError, match=r"average_last must be >= 0 and <= 1 - schedule_fraction \(0.5\)"):
-        _cfg(average_last=0.6)
+        _cfg(average_last=0.6, schedule_fraction=0.5)
 
 
 def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, synthetic_glue, monkeypatch):
