@@ -78,13 +78,15 @@ def render(path: Path) -> None:
         backends = sorted({r["backend"] for r in sel})
         for i, be in enumerate(backends):
             color = f"C{i}"
-            pts = sorted(
-                (r["ratio"], r["median_ms"])
-                for r in sel
-                if r["backend"] == be and r["model"].startswith("student-")
-            )
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=be)
+            for prefix, style in (("student-", "o-"), ("narrow-", "s:")):
+                pts = sorted(
+                    (r["ratio"], r["median_ms"])
+                    for r in sel
+                    if r["backend"] == be and r["model"].startswith(prefix)
+                )
+                if pts:
+                    label = be if prefix == "student-" else f"{be} (narrow)"
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
             base = [r["median_ms"] for r in sel if r["backend"] == be and r["model"] == "bert-base"]
             if base:
                 ax.axhline(base[0], color=color, ls="--", lw=0.8)
@@ -110,6 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per (batch, seq) (default 20 / 10)")
     p.add_argument("--bundle", nargs="*", default=[], help="exported bundles to measure too")
     p.add_argument("--pattern", default="rank", help="pruning pattern of the students (default rank)")
+    p.add_argument(
+        "--narrow",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("KEEP_HEADS", "KEEP_FFN"),
+        help="also measure narrow-<R>x students that keep these shares of heads and FFN neurons "
+        "(ladabert compress --keep-heads/--keep-ffn)",
+    )
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/latency_<host>.json)")
     p.add_argument("--render", default=None, help="only render the table and plot of this JSON")
     args = p.parse_args(argv)
@@ -133,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=2,
             bundles=[Path(b) for b in args.bundle],
             pattern=args.pattern,
+            narrow=tuple(args.narrow) if args.narrow else None,
         )
     except LadaBertError as exc:
         print(f"benchmarks.latency: error: {exc}", file=sys.stderr)

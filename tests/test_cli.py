@@ -127,6 +127,8 @@ def test_compress_options_reach_the_config():
     argv = ["compress", "--teacher", "t", "--out", "o", "--ratio", "10", "--schedule-fraction", "0.3"]
     cfg = _compress_config(build_parser().parse_args(argv + ["--initial-ratio", "3", "--max-steps", "900"]))
     assert (cfg.ratio, cfg.schedule_fraction, cfg.initial_ratio, cfg.max_steps) == (10.0, 0.3, 3.0, 900)
+    cfg = _compress_config(build_parser().parse_args(argv + ["--keep-heads", "0.5", "--keep-ffn", "0.25"]))
+    assert (cfg.keep_heads, cfg.keep_ffn, cfg.structured) == (0.5, 0.25, True)
     run = build_parser().parse_args(
         ["run", "--out", "o", "--schedule-fraction", "0.4", "--compress-max-steps", "7"]
     )

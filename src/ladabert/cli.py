@@ -79,6 +79,18 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         default=None,
         help="word-embedding kept share relative to the encoder's (default 1 = uniform)",
     )
+    p.add_argument(
+        "--keep-heads",
+        type=float,
+        default=None,
+        help="share of attention heads kept per layer, the least important removed first (default 1 = all)",
+    )
+    p.add_argument(
+        "--keep-ffn",
+        type=float,
+        default=None,
+        help="share of FFN neurons kept per layer, the least important removed first (default 1 = all)",
+    )
     p.add_argument("--block-size", type=int, default=None, help="tile size of the block pattern (default 16)")
     p.add_argument(
         "--initial-ratio", type=float, default=None, help="ratio of the student at step 0 (default 2)"
@@ -284,6 +296,8 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "pattern",
         "hybrid",
         "embedding_scale",
+        "keep_heads",
+        "keep_ffn",
         "block_size",
         "initial_ratio",
         "schedule_fraction",

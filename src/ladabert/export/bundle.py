@@ -178,7 +178,7 @@ def export_bundle(
             elif name == "fuse":
                 if not cfg.fuse:
                     continue
-                graph = rw.fuse(graph, mcfg.num_attention_heads, mcfg.hidden_size, cfg.skip_layer_norm)
+                graph = rw.fuse(graph, *rw.attention_shape(mcfg), cfg.skip_layer_norm)
             else:
                 raise LadaBertError(f"unknown rewrite {name!r}; choose from shrink, merge, fuse")
             stages[name] = rw.make_node_summary(graph)

@@ -55,24 +55,39 @@ def openvino_available() -> bool:
 
 
 def bert_base_students(
-    ratios: list[float], pattern: str = "rank", hybrid: float = 0.5
+    ratios: list[float],
+    pattern: str = "rank",
+    hybrid: float = 0.5,
+    narrow: tuple[float, float] | None = None,
 ) -> dict[str, tuple[float, Any]]:
     """BERT-base (``BertConfig()``, random weights) and students of it at ``ratios``, compressed with the real
-    allocation (weights are random: latency does not depend on their values)."""
+    allocation (weights are random: latency does not depend on their values).
+
+    ``narrow = (keep_heads, keep_ffn)`` adds a ``narrow-<R>x`` student per ratio that first loses heads and
+    FFN neurons (:mod:`ladabert.pipeline.structured`, as ``ladabert compress --keep-heads/--keep-ffn``).
+    """
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     from ladabert.pipeline import hybrid as hyb
+    from ladabert.pipeline.structured import prune_structure
     from ladabert.pipeline.student import shrink_factors
 
     torch.manual_seed(0)
     base = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
     n = sum(p.numel() for p in base.parameters())
     out = {BASE: (1.0, base)}
-    for r in ratios:
-        plan = hyb.allocate(hyb.matrix_shapes(base), n, r, hybrid, pattern)
-        student = shrink_factors(hyb.install(copy.deepcopy(base), plan)).eval()
-        out[f"student-{r:g}x"] = (n / hyb.count_parameters(student)["total"], student)
+    variants = [("student", None)] + ([("narrow", narrow)] if narrow else [])
+    for prefix, keep in variants:
+        dense = copy.deepcopy(base)
+        if keep:
+            prune_structure(dense, *keep)
+        shapes = hyb.matrix_shapes(dense)
+        fixed = sum(p.numel() for p in dense.parameters()) - sum(r * c for r, c in shapes.values())
+        for r in ratios:
+            plan = hyb.allocate(shapes, n, r, hybrid, pattern, fixed_params=fixed)
+            student = shrink_factors(hyb.install(copy.deepcopy(dense), plan)).eval()
+            out[f"{prefix}-{r:g}x"] = (n / hyb.count_parameters(student)["total"], student)
     return out
 
 
@@ -93,7 +108,7 @@ def export_graphs(model: Any, workdir: Path, name: str, disable: tuple[str, ...]
     if "merge" not in disable:
         g = rw.merge_factors(g)
     if "fuse" not in disable:
-        g = rw.fuse(g, model.config.num_attention_heads, model.config.hidden_size)
+        g = rw.fuse(g, *rw.attention_shape(model.config))
     paths = {"fp32": workdir / f"{name}.onnx", "int8": workdir / f"{name}-int8.onnx"}
     onnx.save(g, str(paths["fp32"]))
     onnx.save(rw.quantize_int8(g), str(paths["int8"]))
@@ -380,15 +395,18 @@ def run_benchmark(
     min_seconds: float = 0.0,
     progress: bool = True,
     disable: tuple[str, ...] = (),
+    narrow: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Build every model and backend, then measure them interleaved. Returns rows and settings."""
     import torch
 
     check_benchmark_inputs(ratios, backends, batches, seqs, threads, rounds, bundles)
+    if narrow is not None and (len(narrow) != 2 or not all(0 < k <= 1 for k in narrow)):
+        raise LadaBertError(f"narrow takes two kept shares in (0, 1] (heads, FFN neurons), got {narrow}")
     torch.set_num_threads(threads)
     if not openvino_available():
         backends = [b for b in backends if not b.startswith("openvino")]
-    models = bert_base_students(ratios, pattern, hybrid)
+    models = bert_base_students(ratios, pattern, hybrid, narrow)
     vocab = models[BASE][1].config.vocab_size
     runners: list[Runner] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -412,6 +430,7 @@ def run_benchmark(
             "backends": backends,
             "student_pattern": pattern,
             "student_hybrid": hybrid,
+            "narrow_keep_heads_ffn": list(narrow) if narrow else None,
             "ratios": ratios,
             "disabled_rewrites": list(disable),
             "bundles": [str(b) for b in bundles or []],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -192,6 +193,14 @@ def _drop_unused_initializers(model: ModelProto) -> None:
     if len(nodes) != len(model.graph.node):
         del model.graph.node[:]
         model.graph.node.extend(nodes)
+
+
+def attention_shape(config: Any) -> tuple[int, int]:
+    """``(num_heads, hidden_size)`` to pass to :func:`fuse` for a model config: ``(0, 0)`` (ONNX Runtime reads
+    them from each attention subgraph) when heads were removed, since layers then differ."""
+    if getattr(config, "pruned_heads", None):
+        return 0, 0
+    return config.num_attention_heads, config.hidden_size
 
 
 def fuse(

@@ -66,6 +66,11 @@ class CompressConfig(JsonConfig):
     pattern: str = "unstructured"
     hybrid: float = 0.75  # share of the (log) reduction that comes from SVD; the rest from pruning
     embedding_scale: float = 1.0  # word-embedding kept share relative to the encoder's (hybrid.allocate)
+    # Shares of attention heads and FFN neurons kept in every layer, removed (least important first) before the
+    # hybrid compression spends the rest of the budget (pipeline.structured). 1: none removed, the paper's
+    # recipe. Below 1 the student is narrower where CPU latency goes (attention, FFN width).
+    keep_heads: float = 1.0
+    keep_ffn: float = 1.0
     block_size: int = 16
     initial_ratio: float = 2.0
     schedule: str = "cubic"
@@ -119,6 +124,16 @@ class CompressConfig(JsonConfig):
         _check_range("initial_ratio", self.initial_ratio, 1)
         _check_range("hybrid", self.hybrid, 0, 1)
         _check_range("embedding_scale", self.embedding_scale, 0, lo_open=True)
+        _check_range("keep_heads", self.keep_heads, 0, 1, lo_open=True)
+        _check_range("keep_ffn", self.keep_ffn, 0, 1, lo_open=True)
+        if self.structured and self.method == "distill-only":
+            raise ValueError(
+                "keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
+            )
+        if self.structured and self.w_attention > 0:
+            raise ValueError(
+                "w_attention needs the student's heads to match the teacher's; set keep_heads to 1 or w_attention to 0"
+            )
         _check_range("block_size", self.block_size, 1)
         _check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
         _check_range("schedule_updates", self.schedule_updates, 1)
@@ -143,6 +158,10 @@ class CompressConfig(JsonConfig):
         from ladabert.pipeline.distill import DistillLoss
 
         return DistillLoss(self.temperature, self.w_logits, self.w_hidden, self.w_attention, self.w_hard)
+
+    @property
+    def structured(self) -> bool:
+        return self.keep_heads < 1 or self.keep_ffn < 1
 
     @property
     def hybrid_share(self) -> float:
@@ -201,9 +220,21 @@ def build_student(
         student = LadaBertForSequenceClassification(cfg)
         student.ladabert_hidden_proj = torch.nn.Linear(cfg.hidden_size, teacher.config.hidden_size)
         return student, {}, None
-    shapes = hyb.matrix_shapes(teacher)
+    from ladabert.pipeline.structured import prune_structure
+
+    dense = copy.deepcopy(teacher)
+    # Heads and FFN neurons go first (``stats`` is sliced to what is kept); the hybrid plan spends the rest.
+    prune_structure(dense, config.keep_heads, config.keep_ffn, stats)
+    shapes = hyb.matrix_shapes(dense)
+    n_dense = _count_all(dense)
+    fixed = n_dense - sum(r * c for r, c in shapes.values())
+    if config.structured and n_teacher / n_dense >= config.ratio:
+        raise LadaBertError(
+            f"removing heads and FFN neurons alone gives {n_teacher / n_dense:.2f}x, at least --ratio "
+            f"{config.ratio:g}; raise --ratio or --keep-heads / --keep-ffn"
+        )
     schedule = CompressionSchedule(
-        min(config.initial_ratio, config.ratio),
+        min(max(config.initial_ratio, n_teacher / n_dense), config.ratio),
         config.ratio,
         config.max_steps,
         config.schedule_fraction,
@@ -220,13 +251,14 @@ def build_student(
             config.pattern,
             config.block_size,
             config.embedding_scale,
+            fixed,
         )
 
     plan0 = plan_for(schedule.initial_ratio)
     final = plan_for(config.ratio)  # fail early when the final ratio is out of reach
     del final
-    cfg = copy.deepcopy(teacher.config)
-    student = hyb.install(copy.deepcopy(teacher), plan0, stats)
+    cfg = copy.deepcopy(dense.config)  # carries ``pruned_heads``
+    student = hyb.install(dense, plan0, stats)
     cfg.ladabert = {"method": config.method, "layers": layer_specs(student)}
     # Re-home the weights in the student class so that checkpoints reload through from_pretrained.
     shell = LadaBertForSequenceClassification(cfg)
@@ -385,6 +417,8 @@ def compress(
         "hybrid": config.hybrid_share if config.method != "distill-only" else None,
         "embedding_scale": config.embedding_scale if config.method != "distill-only" else None,
         "data_aware": bool(stats),
+        "keep_heads": config.keep_heads,
+        "keep_ffn": config.keep_ffn,
         "block_size": config.block_size if config.pattern == "block" else None,
         "ratio_target": config.ratio,
         "ratio": teacher_counts["total"] / counts["total"],
@@ -408,6 +442,8 @@ def compress(
         "pattern": section["pattern"],
         "hybrid": section["hybrid"],
         "embedding_scale": section["embedding_scale"],
+        "keep_heads": config.keep_heads,
+        "keep_ffn": config.keep_ffn,
         "ratio_target": config.ratio,
         "ratio": section["ratio"],
         "encoder_ratio": section["encoder_ratio"],

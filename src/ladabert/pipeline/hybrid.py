@@ -160,8 +160,13 @@ def allocate(
     pattern: str = "unstructured",
     block_size: int = 16,
     embedding_scale: float = 1.0,
+    fixed_params: int | None = None,
 ) -> CompressionPlan:
     """Ranks and sparsities that bring a model with ``teacher_params`` parameters to ``ratio``.
+
+    ``shapes`` are the teacher's matrices unless heads or FFN neurons were removed first
+    (:mod:`ladabert.pipeline.structured`); then they are the smaller model's, and ``fixed_params`` is that
+    model's count of parameters outside them (default: ``teacher_params`` minus the matrices).
 
     Raises:
         LadaBertError: when the ratio cannot be reached because the kept (uncompressed) parameters alone
@@ -181,8 +186,13 @@ def allocate(
             "use --method hybrid or svd, or another --pattern with --method prune"
         )
     compressible = sum(r * c for r, c in shapes.values())
-    fixed = teacher_params - compressible
+    fixed = teacher_params - compressible if fixed_params is None else fixed_params
     f = (teacher_params / ratio - fixed) / compressible
+    if f > 1 + 1e-9:
+        raise LadaBertError(
+            f"ratio {ratio:g} is below what removing heads and FFN neurons already gives "
+            f"({teacher_params / (fixed + compressible):.2f}x); raise --ratio or --keep-heads / --keep-ffn"
+        )
     if f <= 0:
         raise LadaBertError(
             f"ratio {ratio:g} is out of reach: the {fixed:,} parameters that are not compressed already "
