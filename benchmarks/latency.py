@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         nargs=2,
         default=None,
         metavar=("KEEP_HEADS", "KEEP_FFN"),
-        help="also measure narrow-<R>x students that keep these shares of heads and FFN neurons "
-        "(ladabert compress --keep-heads/--keep-ffn)",
+        help="kept shares of heads and FFN neurons of the narrow-<R>x students measured beside the others "
+        "(ladabert compress --keep-heads/--keep-ffn; default 0.167 0.167)",
     )
+    p.add_argument("--no-narrow", action="store_true", help="measure no narrow students")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/latency_<host>.json)")
     p.add_argument("--render", default=None, help="only render the table and plot of this JSON")
     args = p.parse_args(argv)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from ladabert.errors import LadaBertError
-    from ladabert.export.latency import ALL_BACKENDS, run_benchmark
+    from ladabert.export.latency import ALL_BACKENDS, NARROW_DEFAULT, run_benchmark
 
     batches, seqs = ([1, 8], [128]) if args.quick else ([1, 8, 32], [32, 128, 384])
     rounds = args.rounds or (20 if args.quick else 10)
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=2,
             bundles=[Path(b) for b in args.bundle],
             pattern=args.pattern,
-            narrow=tuple(args.narrow) if args.narrow else None,
+            narrow=None if args.no_narrow else tuple(args.narrow or NARROW_DEFAULT),
         )
     except LadaBertError as exc:
         print(f"benchmarks.latency: error: {exc}", file=sys.stderr)

@@ -42,6 +42,7 @@ def test_bench_rejects_bad_settings_before_building_any_model(tmp_path, capsys, 
         (["--backends", "tensorrt"], "unknown backend(s) ['tensorrt']"),
         (["--ratios", "0.5"], "compression ratios must be > 1"),
         (["--threads", "0"], "--threads and --rounds must be >= 1"),
+        (["--narrow", "0", "0.5"], "narrow takes two kept shares in (0, 1]"),
     ]
     for extra, message in cases:
         assert main(["bench", "--quick", "--out", str(tmp_path / "b.json"), *extra]) == 2

@@ -239,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument(
+        "--narrow",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("KEEP_HEADS", "KEEP_FFN"),
+        help="kept shares of heads and FFN neurons of the narrow-<R>x students (default 0.167 0.167)",
+    )
+    p.add_argument("--no-narrow", action="store_true", help="measure no narrow students")
+    p.add_argument(
         "--out", default="runs/bench.json", help="JSON file for the rows (default runs/bench.json)"
     )
 
@@ -426,7 +435,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ladabert.export.latency import ALL_BACKENDS, run_benchmark
+    from ladabert.export.latency import ALL_BACKENDS, NARROW_DEFAULT, run_benchmark
     from ladabert.utils import run_environment, write_json_atomic
 
     batches, seqs = ([1, 8], [128]) if args.quick else ([1, 8, 32], [32, 128, 384])
@@ -439,6 +448,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.rounds or (20 if args.quick else 10),
         warmup=2,
         bundles=[Path(b) for b in args.bundle],
+        narrow=None if args.no_narrow else tuple(args.narrow or NARROW_DEFAULT),
     )
     write_json_atomic(args.out, {**res, **run_environment()})
     print(
