@@ -4,7 +4,8 @@
     python -m benchmarks.regression --update-baseline    # rewrite benchmarks/baseline.json on purpose
 
 Measures batch 1, sequence 128, interleaved in one process: BERT-base and the 5x and 10x BERT-base-shaped
-students (rank pattern, every rewrite) on ONNX Runtime fp32 and int8, and OpenVINO bf16 where installed.
+students (rank pattern, every rewrite), plain and narrow (``NARROW_DEFAULT`` heads and FFN neurons kept), on
+ONNX Runtime fp32 and int8, and OpenVINO bf16 where installed.
 Each check is the student's speedup over BERT-base *on the same backend* (a ratio measured in the same
 run, never an absolute time); it fails when it falls more than ``--tolerance`` (default 25%) below
 ``benchmarks/baseline.json``. Prints the table and a closing ``N passed, N failed`` line.
@@ -21,7 +22,7 @@ BASELINE = Path(__file__).resolve().parent / "baseline.json"
 
 
 def measure_ratios(threads: int, rounds: int, disable: tuple[str, ...], pattern: str) -> tuple[dict, list]:
-    from ladabert.export.latency import openvino_available, run_benchmark
+    from ladabert.export.latency import NARROW_DEFAULT, openvino_available, run_benchmark
 
     backends = ["ort-fp32", "ort-int8"] + (["openvino-bf16"] if openvino_available() else [])
     res = run_benchmark(
@@ -36,6 +37,7 @@ def measure_ratios(threads: int, rounds: int, disable: tuple[str, ...], pattern:
         progress=False,
         disable=disable,
         min_seconds=20.0,
+        narrow=NARROW_DEFAULT,
     )
     rows = res["rows"]
     base = {r["backend"]: r["median_ms"] for r in rows if r["model"] == "bert-base"}

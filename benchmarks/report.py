@@ -217,10 +217,18 @@ def render() -> str:
             )
         png = path.with_suffix(".png").name
         best = [line for line in best_table(d) if "| 128 |" in line or line.startswith(("| model", "|---"))]
+        narrow = d["settings"].get("narrow_keep_heads_ffn")
+        narrow_text = (
+            f"; `narrow-<R>x` first keep {narrow[0]:g} of the heads and {narrow[1]:g} of the FFN neurons "
+            "(`--keep-heads/--keep-ffn`)"
+            if narrow
+            else ""
+        )
         parts.append(
             f"**Latency** (`{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence 128, "
             f"interleaved medians of one run; `student-<R>x` are BERT-base-shaped, "
-            f"{d['settings']['student_pattern']} pattern, random weights). Each model on its fastest backend:\n\n"
+            f"{d['settings']['student_pattern']} pattern, random weights{narrow_text}). "
+            "Each model on its fastest backend:\n\n"
             + "\n".join(best)
             + "\n\nEvery backend:\n\n"
             + "\n".join(rows)
