@@ -48,6 +48,12 @@ def best_table(d: dict) -> list[str]:
     return lines
 
 
+def _kind(model: str) -> str | None:
+    """``student`` / ``narrow`` for the generated BERT-base-shaped students, None for a bundle."""
+    m = re.fullmatch(r"(student|narrow)-[0-9.]+x", model)
+    return m.group(1) if m else None
+
+
 def render(path: Path) -> None:
     d = json.loads(path.read_text())
     rows = d["rows"]
@@ -78,14 +84,14 @@ def render(path: Path) -> None:
         backends = sorted({r["backend"] for r in sel})
         for i, be in enumerate(backends):
             color = f"C{i}"
-            for prefix, style in (("student-", "o-"), ("narrow-", "s:")):
+            for kind, style in (("student", "o-"), ("narrow", "s:"), (None, "^")):
                 pts = sorted(
                     (r["ratio"], r["median_ms"])
                     for r in sel
-                    if r["backend"] == be and r["model"].startswith(prefix)
+                    if r["backend"] == be and r["model"] != "bert-base" and _kind(r["model"]) == kind
                 )
                 if pts:
-                    label = be if prefix == "student-" else f"{be} (narrow)"
+                    label = {"student": be, "narrow": f"{be} (narrow)", None: f"{be} (--bundle)"}[kind]
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
             base = [r["median_ms"] for r in sel if r["backend"] == be and r["model"] == "bert-base"]
             if base:
@@ -97,9 +103,23 @@ def render(path: Path) -> None:
             ylabel="median latency (ms)",
             title=f"batch {b}, seq {s} (dashed: BERT-base)",
         )
-        ax.legend(fontsize=7)
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        # The target ratios (the exact ones differ in the third digit) and those of bundles.
+        ratios = sorted(
+            set(d["settings"].get("ratios") or [])
+            | {round(r["ratio"], 1) for r in sel if r["model"] != "bert-base" and _kind(r["model"]) is None}
+        )
+        if ratios:
+            ax.set_xticks(ratios, [f"{x:g}" for x in ratios])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle(f"{d['machine']['cpu']}, {d['settings']['threads']} threads", fontsize=9)
-    fig.tight_layout()
+    # One legend for all panels, below them, so that it hides no line.
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * -(-len(labels) // 4), 1, 1))
     fig.savefig(path.with_suffix(".png"), dpi=110)
 
 

@@ -68,7 +68,8 @@ def bert_base_students(
     allocation (weights are random: latency does not depend on their values).
 
     ``narrow = (keep_heads, keep_ffn)`` adds a ``narrow-<R>x`` student per ratio that first loses heads and
-    FFN neurons (:mod:`ladabert.pipeline.structured`, as ``ladabert compress --keep-heads/--keep-ffn``).
+    FFN neurons (:mod:`ladabert.pipeline.structured`, as ``ladabert compress --keep-heads/--keep-ffn``); ratios
+    that removing them alone already exceeds (2.83x for the default shares) get no narrow student.
     """
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -87,8 +88,11 @@ def bert_base_students(
         if keep:
             prune_structure(dense, *keep)
         shapes = hyb.matrix_shapes(dense)
-        fixed = sum(p.numel() for p in dense.parameters()) - sum(r * c for r, c in shapes.values())
+        n_dense = sum(p.numel() for p in dense.parameters())
+        fixed = n_dense - sum(r * c for r, c in shapes.values())
         for r in ratios:
+            if keep and n / n_dense >= r:
+                continue
             plan = hyb.allocate(shapes, n, r, hybrid, pattern, fixed_params=fixed)
             student = shrink_factors(hyb.install(copy.deepcopy(dense), plan)).eval()
             out[f"{prefix}-{r:g}x"] = (n / hyb.count_parameters(student)["total"], student)
