@@ -118,7 +118,10 @@ def test_structured_settings_are_checked():
         hyb.allocate(shapes, n, 1.1, fixed_params=fixed)
 
 
-def test_narrow_compression_learns_exports_and_runs_on_both_runtimes(tmp_path, tiny_teacher, synthetic_glue):
+@pytest.mark.parametrize("method", ["hybrid", "prune"])
+def test_narrow_compression_learns_exports_and_runs_on_both_runtimes(
+    tmp_path, tiny_teacher, synthetic_glue, method
+):
     import numpy as np
 
     from ladabert.export.bundle import ExportConfig, export_bundle
@@ -127,6 +130,7 @@ def test_narrow_compression_learns_exports_and_runs_on_both_runtimes(tmp_path, t
     out = tmp_path / "student"
     cfg = CompressConfig(
         ratio=3.0,
+        method=method,
         keep_heads=0.5,
         keep_ffn=0.5,
         max_steps=60,
