@@ -231,8 +231,10 @@ def test_recipe_changes_name_what_differs_from_todays_defaults():
         "augment_swap": {"run": "neighbors", "default": "batch"}
     }
     assert "augment_swap" not in recipe_changes(today | {"augment": 0.0, "augment_swap": "neighbors"})
-    changed = recipe_changes(today | {"max_steps": 24000, "temperature": 1.0})
-    assert describe_changes(changed) == f"max_steps 24000 (now {today['max_steps']}), temperature 1 (now 2)"
+    changed = recipe_changes(today | {"max_steps": 24000, "temperature": 4.0})
+    assert describe_changes(changed) == (
+        f"max_steps 24000 (now {today['max_steps']}), temperature 4 (now {today['temperature']:g})"
+    )
     # Settings the method does not use are not differences.
     assert recipe_changes(today | {"method": "svd", "hybrid": 0.5}) == {}
     assert (
