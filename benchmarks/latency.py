@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         "(ladabert compress --keep-heads/--keep-ffn; default 0.167 0.167)",
     )
     p.add_argument("--no-narrow", action="store_true", help="measure no narrow students")
+    p.add_argument(
+        "--openvino-dynamic",
+        action="store_true",
+        help="compile OpenVINO models once with dynamic axes (default: once per measured batch x sequence)",
+    )
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/latency_<host>.json)")
     p.add_argument("--render", default=None, help="only render the table and plot of this JSON")
     args = p.parse_args(argv)
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             bundles=[Path(b) for b in args.bundle],
             pattern=args.pattern,
             narrow=None if args.no_narrow else tuple(args.narrow or NARROW_DEFAULT),
+            openvino_static=not args.openvino_dynamic,
         )
     except LadaBertError as exc:
         print(f"benchmarks.latency: error: {exc}", file=sys.stderr)

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "--disable-rewrite",
         nargs="*",
         default=[],
-        choices=["shrink", "merge", "fuse"],
+        choices=["shrink", "merge", "align", "fuse"],
         help="export the students without these rewrites (to show the gate catching a regression)",
     )
     p.add_argument("--pattern", default="rank", help="students' pruning pattern (unstructured: a regression)")

@@ -156,6 +156,12 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--merge", default=None, help="merge factors back to dense: break-even (default) | all | none"
     )
+    p.add_argument(
+        "--align",
+        type=int,
+        default=None,
+        help="pad factor ranks to a multiple of N with zeros (default 32, for AMX tiles; 1 turns it off)",
+    )
     p.add_argument("--no-fuse", action="store_true", help="skip ONNX Runtime's transformer fusions")
     p.add_argument(
         "--skip-layer-norm",
@@ -247,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="kept shares of heads and FFN neurons of the narrow-<R>x students (default 0.167 0.167)",
     )
     p.add_argument("--no-narrow", action="store_true", help="measure no narrow students")
+    p.add_argument(
+        "--openvino-dynamic",
+        action="store_true",
+        help="compile OpenVINO models once with dynamic axes (default: once per measured batch x sequence)",
+    )
     p.add_argument(
         "--out", default="runs/bench.json", help="JSON file for the rows (default runs/bench.json)"
     )
@@ -368,7 +379,7 @@ def _export_config(args: argparse.Namespace):  # noqa: ANN202
     kw = {}
     if getattr(args, "precision", None):
         kw["precisions"] = tuple(args.precision)
-    for f in ("merge", "opset", "int8_max_drop", "max_length", "max_eval_samples"):
+    for f in ("merge", "align", "opset", "int8_max_drop", "max_length", "max_eval_samples"):
         if getattr(args, f, None) is not None:
             kw[f] = getattr(args, f)
     if getattr(args, "no_fuse", False):
@@ -449,6 +460,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=2,
         bundles=[Path(b) for b in args.bundle],
         narrow=None if args.no_narrow else tuple(args.narrow or NARROW_DEFAULT),
+        openvino_static=not args.openvino_dynamic,
     )
     write_json_atomic(args.out, {**res, **run_environment()})
     print(

@@ -74,6 +74,7 @@ def test_dense_teacher_is_fused_by_the_ort_optimizer(dense_teacher, tmp_path):
         ("shrink", rw.shrink_factors),
         ("merge-all", lambda g: rw.merge_factors(g, "all")),
         ("merge-break-even", rw.merge_factors),
+        ("align", rw.align_factors),
         ("fuse", lambda g: rw.fuse(g, 2, 48)),
     ],
 )
@@ -101,6 +102,25 @@ def test_shrink_drops_zeroed_components_and_merge_makes_dense_matmuls(dense_teac
     assert rw.merge_factors(graph, "break-even").SerializeToString() == graph.SerializeToString()
     with pytest.raises(ValueError, match="policy must be"):
         rw.merge_factors(graph, "sometimes")
+
+
+def test_align_pads_every_rank_with_zeros_and_keeps_the_outputs(dense_teacher, tmp_path):
+    # shrink first: its Split-size initializers and align's must not collide (one name, one tensor).
+    graph = rw.shrink_factors(_export(_student(dense_teacher, pattern="rank", ratio=4.0), tmp_path))
+    ranks = rw.factor_ranks(graph)
+    assert any(k % 8 for k in ranks)  # the test needs ranks that are not aligned yet
+    aligned = rw.align_factors(graph, 8)
+    onnx.checker.check_model(aligned)
+    assert len({t.name for t in aligned.graph.initializer}) == len(aligned.graph.initializer)
+    assert rw.factor_ranks(aligned) == [-(-k // 8) * 8 for k in ranks]
+    for seed in (0, 1):
+        np.testing.assert_allclose(_run(aligned, _feeds(seed)), _run(graph, _feeds(seed)), atol=1e-6, rtol=0)
+    # the padding is zeros: shrinking the aligned graph gives the original ranks back
+    assert rw.factor_ranks(rw.shrink_factors(aligned)) == ranks
+    assert rw.align_factors(aligned, 8).SerializeToString() == aligned.SerializeToString()  # idempotent
+    assert rw.align_factors(graph, 1).SerializeToString() == graph.SerializeToString()
+    with pytest.raises(ValueError, match="multiple must be >= 1"):
+        rw.align_factors(graph, 0)
 
 
 def test_int8_quantization_stays_close(dense_teacher, tmp_path):

@@ -73,3 +73,28 @@ def test_best_backends_compare_each_side_on_its_fastest(tmp_path):
         (tmp_path / name / "ladabert.json").write_text(json.dumps({"kind": kind}))
     assert teacher_bundle([tmp_path / "s", tmp_path / "t"]) == "t"
     assert teacher_bundle([tmp_path / "s"]) is None
+
+
+def test_openvino_runner_compiles_per_shape_and_matches_onnx_runtime(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import BertForSequenceClassification
+
+    from ladabert.export.latency import _openvino_runner, export_graphs, random_feeds
+    from tests.conftest import make_tiny_bert
+    from tests.export.test_export import _student
+
+    teacher = BertForSequenceClassification.from_pretrained(
+        make_tiny_bert(tmp_path / "t", hidden=48, intermediate=96, heads=2)
+    ).eval()
+    paths = export_graphs(_student(teacher, pattern="rank"), tmp_path, "s")  # with every rewrite
+    sess = ort.InferenceSession(str(paths["fp32"]), providers=["CPUExecutionProvider"])
+    static = _openvino_runner(paths["fp32"], 1, "f32", static=True)
+    dynamic = _openvino_runner(paths["fp32"], 1, "f32", static=False)
+    for batch, seq in [(1, 9), (3, 16), (1, 9)]:  # a shape seen before reuses its compiled model
+        feeds = random_feeds(batch, seq, teacher.config.vocab_size, seed=seq)
+        ref = sess.run(None, feeds)[0]
+        for run in (static, dynamic):
+            got = np.asarray(run(feeds))
+            assert got.shape == (batch, 2)
+            assert np.abs(got - ref).max() < 1e-4

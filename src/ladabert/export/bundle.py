@@ -2,7 +2,7 @@
 
     ladabert export runs/student-sst2-10x --out runs/student-sst2-10x-onnx
 
-Steps: export (fused attention for factorized students) -> shrink -> merge -> fuse -> validate fp32
+Steps: export (fused attention for factorized students) -> shrink -> merge -> align -> fuse -> validate fp32
 against PyTorch logit by logit -> int8 dynamic quantization judged by the task metric on the dev set
 (fp16 for the CUDA provider on request). Everything is written into a temporary directory that is
 renamed to ``--out`` only when every requested precision passed validation.
@@ -49,6 +49,7 @@ class ExportConfig:
 
     precisions: tuple[str, ...] = ("fp32", "int8")
     merge: str = "break-even"  # break-even | all | none
+    align: int = 32  # pad factor ranks to a multiple of this (1: off); see rewrites.align_factors
     fuse: bool = True
     skip_layer_norm: bool | None = None  # None: dense models only (see rewrites.fuse)
     opset: int = 17
@@ -59,7 +60,7 @@ class ExportConfig:
     fp32_atol: float = 1e-3
     int8_max_drop: float = 0.01  # largest allowed drop of the task metric (0.01 = 1 point of accuracy)
     fp16_atol: float = 0.05
-    rewrites: list[str] = field(default_factory=lambda: ["shrink", "merge", "fuse"])
+    rewrites: list[str] = field(default_factory=lambda: ["shrink", "merge", "align", "fuse"])
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -69,6 +70,8 @@ class ExportConfig:
             )
         if self.merge not in ("break-even", "all", "none"):
             raise ValueError(f"merge must be 'break-even', 'all' or 'none', got {self.merge!r}")
+        if self.align < 1:
+            raise ValueError(f"align must be >= 1 (1 turns it off), got {self.align}")
         for name in ("fp32_atol", "int8_max_drop", "fp16_atol"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -175,12 +178,14 @@ def export_bundle(
                 graph = rw.shrink_factors(graph)
             elif name == "merge":
                 graph = rw.merge_factors(graph, cfg.merge)
+            elif name == "align":
+                graph = rw.align_factors(graph, cfg.align)
             elif name == "fuse":
                 if not cfg.fuse:
                     continue
                 graph = rw.fuse(graph, *rw.attention_shape(mcfg), cfg.skip_layer_norm)
             else:
-                raise LadaBertError(f"unknown rewrite {name!r}; choose from shrink, merge, fuse")
+                raise LadaBertError(f"unknown rewrite {name!r}; choose from shrink, merge, align, fuse")
             stages[name] = rw.make_node_summary(graph)
         if rewrite_hook is not None:
             graph = rewrite_hook(graph)
