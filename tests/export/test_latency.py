@@ -98,3 +98,30 @@ def test_openvino_runner_compiles_per_shape_and_matches_onnx_runtime(tmp_path):
             got = np.asarray(run(feeds))
             assert got.shape == (batch, 2)
             assert np.abs(got - ref).max() < 1e-4
+
+
+def test_openvino_int8_runner_beside_runners_not_compiled_yet(tmp_path):
+    """Runners compile lazily (per shape); quantizing one model with NNCF must still work while runners of
+    other models exist and have not run (it failed with "Could not find a node ... in NNCFGraph" while
+    their read-but-uncompiled models were kept alive)."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import BertForSequenceClassification
+
+    from ladabert.export.latency import _openvino_runner, export_graphs, random_feeds
+    from tests.conftest import make_tiny_bert
+    from tests.export.test_export import _student
+
+    teacher = BertForSequenceClassification.from_pretrained(
+        make_tiny_bert(tmp_path / "t", hidden=48, intermediate=96, heads=2)
+    ).eval()
+    dense = export_graphs(teacher, tmp_path, "dense")
+    student = export_graphs(_student(teacher, pattern="rank"), tmp_path, "student")
+    vocab = teacher.config.vocab_size
+    calib = [random_feeds(1, 16, vocab, seed=i) for i in range(4)]
+    waiting = [_openvino_runner(dense["fp32"], 1, p, calib) for p in ("bf16", "int8")]
+    int8 = _openvino_runner(student["fp32"], 1, "int8", calib)
+    feeds = random_feeds(2, 16, vocab, seed=9)
+    ref = ort.InferenceSession(str(student["fp32"]), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(np.asarray(int8(feeds)) - ref).max() < 0.1  # int8 weights and activations, bf16 rest
+    assert all(np.asarray(r(feeds)).shape == (2, 2) for r in waiting)

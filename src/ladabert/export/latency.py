@@ -163,17 +163,27 @@ def _openvino_runner(
 ) -> Callable:
     """An OpenVINO CPU runner of ``path``. ``static``: compile once per input shape (the model reshaped to
     that batch and sequence, the way a server that pads to a fixed length serves it); otherwise one
-    compilation with dynamic batch and sequence axes."""
+    compilation with dynamic batch and sequence axes.
+
+    No ``ov.Model`` stays alive between calls: the model is read again for each compilation (NNCF's
+    int8 model from an IR file written here), since NNCF failed to quantize one model while another
+    read-but-uncompiled model was alive in the process ("Could not find a node Gather_... in NNCFGraph").
+    """
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(str(path))
+    source, tmp = Path(path), None
     if precision == "int8":
         import nncf
 
+        model = core.read_model(str(path))
         names = [i.get_any_name() for i in model.inputs]
         data = nncf.Dataset(calib, lambda f: {k: v for k, v in f.items() if k in names})
         model = nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))
+        tmp = tempfile.TemporaryDirectory(prefix="ladabert-nncf-")  # removed with the runner
+        source = Path(tmp.name) / "int8.xml"
+        ov.save_model(model, str(source), compress_to_fp16=False)
+        del model
     hint = {"f32": "f32", "bf16": "bf16", "int8": "bf16"}[precision]
     config = {
         "INFERENCE_NUM_THREADS": threads,
@@ -185,6 +195,7 @@ def _openvino_runner(
     def run(feeds: dict[str, np.ndarray]) -> Any:
         key = tuple(feeds["input_ids"].shape) if static else ()
         if key not in requests:  # compiled during warm-up, never inside the timed rounds
+            model = core.read_model(str(source))
             if static:
                 model.reshape({i.get_any_name(): list(key) for i in model.inputs})
             compiled = core.compile_model(model, "CPU", config)
@@ -193,6 +204,7 @@ def _openvino_runner(
         request, names, out = requests[key]
         return request.infer({k: v for k, v in feeds.items() if k in names})[out]
 
+    run.tmp = tmp  # type: ignore[attr-defined]  # keeps the IR directory as long as the runner lives
     return run
 
 
