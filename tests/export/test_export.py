@@ -109,18 +109,24 @@ def test_align_pads_every_rank_with_zeros_and_keeps_the_outputs(dense_teacher, t
     graph = rw.shrink_factors(_export(_student(dense_teacher, pattern="rank", ratio=4.0), tmp_path))
     ranks = rw.factor_ranks(graph)
     assert any(k % 8 for k in ranks)  # the test needs ranks that are not aligned yet
-    aligned = rw.align_factors(graph, 8)
+    aligned = rw.align_factors(graph, 8, max_growth=10.0)
     onnx.checker.check_model(aligned)
     assert len({t.name for t in aligned.graph.initializer}) == len(aligned.graph.initializer)
     assert rw.factor_ranks(aligned) == [-(-k // 8) * 8 for k in ranks]
+    # max_growth: a rank is padded only when that adds at most this share of it
+    limited = rw.factor_ranks(rw.align_factors(graph, 8, max_growth=0.25))
+    assert limited == [(-(-k // 8) * 8 if -(-k // 8) * 8 - k <= k / 4 else k) for k in ranks]
+    assert limited != rw.factor_ranks(aligned)  # the test's ranks include one that stays
     for seed in (0, 1):
         np.testing.assert_allclose(_run(aligned, _feeds(seed)), _run(graph, _feeds(seed)), atol=1e-6, rtol=0)
     # the padding is zeros: shrinking the aligned graph gives the original ranks back
     assert rw.factor_ranks(rw.shrink_factors(aligned)) == ranks
-    assert rw.align_factors(aligned, 8).SerializeToString() == aligned.SerializeToString()  # idempotent
+    assert rw.align_factors(aligned, 8, 10.0).SerializeToString() == aligned.SerializeToString()  # idempotent
     assert rw.align_factors(graph, 1).SerializeToString() == graph.SerializeToString()
     with pytest.raises(ValueError, match="multiple must be >= 1"):
         rw.align_factors(graph, 0)
+    with pytest.raises(ValueError, match="max_growth must be >= 0"):
+        rw.align_factors(graph, 8, -0.5)
 
 
 def test_int8_quantization_stays_close(dense_teacher, tmp_path):
