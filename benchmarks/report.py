@@ -227,7 +227,9 @@ def render() -> str:
         parts.append(
             f"**Latency** (`{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence 128, "
             f"interleaved medians of one run; `student-<R>x` are BERT-base-shaped, "
-            f"{d['settings']['student_pattern']} pattern, random weights{narrow_text}). "
+            f"{d['settings']['student_pattern']} pattern, random weights{narrow_text}; OpenVINO compiled with "
+            # runs before the setting existed compiled once with dynamic axes
+            f"{d['settings'].get('openvino_shapes', 'dynamic')} shapes). "
             "Each model on its fastest backend:\n\n"
             + "\n".join(best)
             + "\n\nEvery backend:\n\n"
