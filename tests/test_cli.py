@@ -135,3 +135,12 @@ def test_compress_options_reach_the_config():
     )
     cfg = _compress_config(run, prefix="compress_")
     assert (cfg.schedule_fraction, cfg.max_steps) == (0.4, 7)
+
+
+def test_export_options_reach_the_config():
+    from ladabert.cli import _export_config, build_parser
+
+    args = build_parser().parse_args(["export", "s", "--out", "o", "--align", "1", "--merge", "none"])
+    cfg = _export_config(args)
+    assert (cfg.align, cfg.merge) == (1, "none")
+    assert _export_config(build_parser().parse_args(["export", "s", "--out", "o"])).align == 32

@@ -160,7 +160,7 @@ def test_bundle_loads_in_optimum_and_predict_needs_no_torch(tmp_path, tiny_teach
     assert meta["validation"]["fp32"]["max_abs_diff"] < 1e-4
     assert abs(meta["validation"]["fp32"]["value"] - meta["validation"]["pytorch_value"]) <= 0.001
     assert set(meta["files"]) == {"fp32", "int8"} and (out / "model_int8.onnx").is_file()
-    assert {"export", "shrink", "merge", "fuse", "quantize_int8"} <= set(meta["stages"])
+    assert {"export", "shrink", "merge", "align", "fuse", "quantize_int8"} <= set(meta["stages"])
     assert json.loads((out / "ladabert.json").read_text())["ratio"] == pytest.approx(3.0, rel=0.01)
 
     from optimum.onnxruntime import ORTModelForSequenceClassification
