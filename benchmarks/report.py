@@ -201,7 +201,8 @@ def render() -> str:
             f"**ONNX export** (`{path.name}`, dev {d['metric']} on all {d['rows'][0]['eval_examples']} "
             "examples):\n\n" + "\n".join(rows)
         )
-    for path in sorted(RESULTS.glob("latency_*.json")):
+    # The default run (latency_<host>.json) first, then runs with other settings (longer names).
+    for path in sorted(RESULTS.glob("latency_*.json"), key=lambda p: (p.stem.count("_"), p.name)):
         d = json.loads(path.read_text())
         sel = [r for r in d["rows"] if r["seq"] == 128 and r["batch"] in (1, 8)]
         rows = [
