@@ -82,6 +82,9 @@ GRID: dict[str, dict[str, Any]] = {
     "5x-t2-seed7": {"ratio": 5.0, "max_steps": 3000, "temperature": 2.0, "seed": 7},
     "10x-t1-seed7": {"ratio": 10.0, "max_steps": 3000, "temperature": 1.0, "seed": 7},
     "10x-t2-seed7": {"ratio": 10.0, "max_steps": 3000, "temperature": 2.0, "seed": 7},
+    # Seed 7 moved 5x by about a point: a third seed of both temperatures for the 5x means.
+    "5x-t1-seed11": {"ratio": 5.0, "max_steps": 3000, "temperature": 1.0, "seed": 11},
+    "5x-t2-seed11": {"ratio": 5.0, "max_steps": 3000, "temperature": 2.0, "seed": 11},
 }
 
 
