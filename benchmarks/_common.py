@@ -59,6 +59,7 @@ BEFORE_THE_SETTING = {
     "augment": 0.0,
     "average_last": 0.0,
     "augment_swap": "batch",
+    "length_weight": 0.0,
     "data_aware": False,
     "calibration_samples": 2048,
 }

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -346,8 +348,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         render(args.task)
         return 0
-    teacher = json.loads((Path(args.teacher) / "metrics.json").read_text())
+    teacher_file = Path(args.teacher) / "metrics.json"
+    if not teacher_file.is_file():
+        print(
+            f"benchmarks.accuracy: error: {teacher_file} not found; train the teacher first "
+            f"(ladabert finetune --task {args.task} --out {args.teacher}) or pass --teacher",
+            file=sys.stderr,
+        )
+        return 2
+    teacher = json.loads(teacher_file.read_text())
     name = f"accuracy_{args.task}.json"
+    recorded_value = (load_results(name) or {}).get("teacher_value")
+    if recorded_value is not None and not math.isclose(recorded_value, teacher["value"], abs_tol=1e-9):
+        # One table, one teacher: rows of two teachers would share one "% of teacher" column.
+        print(
+            f"benchmarks.accuracy: error: benchmarks/results/{name} was made with a teacher scoring "
+            f"{100 * recorded_value:.2f}%, but {args.teacher} scores {100 * teacher['value']:.2f}%; pass "
+            f"--teacher with the table's teacher, or move {name} aside to start a table for this one",
+            file=sys.stderr,
+        )
+        return 2
     done = {r["id"]: r for r in (load_results(name) or {}).get("rows", [])}
     for spec in ROWS:
         rid = row_id(*spec)

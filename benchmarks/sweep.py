@@ -7,17 +7,24 @@ Every setting is one ``ladabert compress`` run with ``--max-steps`` (default 1,2
 ``runs/sweep-<task>-<id>``; a finished run is read, not repeated, so the command resumes after a kill and
 several invocations with disjoint ``--only`` lists can run side by side (give each
 ``OMP_NUM_THREADS=1`` on a 2-core machine). The JSON ``benchmarks/results/sweep_<task>.json`` is rebuilt
-from every finished run directory each time, with each run's final value, best value and curve.
+from every finished run directory each time, with each run's final value, best value and curve; rows whose
+run directory is gone (a fresh clone) are kept as recorded.
+
+One results file holds runs of one teacher: a teacher that scores differently from the one the file's rows
+were distilled from is refused. Runs from another teacher go to another file, ``--results NAME``, whose run
+directories are ``runs/<NAME without .json>-<id>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import save_results
+from benchmarks._common import load_results, save_results
 
 # id -> CompressConfig overrides (on top of the defaults and --max-steps).
 GRID: dict[str, dict[str, Any]] = {
@@ -85,6 +92,15 @@ GRID: dict[str, dict[str, Any]] = {
     # Seed 7 moved 5x by about a point: a third seed of both temperatures for the 5x means.
     "5x-t1-seed11": {"ratio": 5.0, "max_steps": 3000, "temperature": 1.0, "seed": 11},
     "5x-t2-seed11": {"ratio": 5.0, "max_steps": 3000, "temperature": 2.0, "seed": 11},
+    # SST-2 trains on phrases (median 7 words) and is judged on whole sentences (median 19): draw training
+    # examples by length ** 1.5 (weighted mean 19.5 words, the dev set's mean), three seeds against the
+    # default recipe's three seeds from the same teacher (sweep_sst2_length.json).
+    "5x-base-seed42": {"ratio": 5.0, "max_steps": 3000, "seed": 42},
+    "5x-base-seed7": {"ratio": 5.0, "max_steps": 3000, "seed": 7},
+    "5x-base-seed11": {"ratio": 5.0, "max_steps": 3000, "seed": 11},
+    "5x-len1.5-seed42": {"ratio": 5.0, "max_steps": 3000, "length_weight": 1.5, "seed": 42},
+    "5x-len1.5-seed7": {"ratio": 5.0, "max_steps": 3000, "length_weight": 1.5, "seed": 7},
+    "5x-len1.5-seed11": {"ratio": 5.0, "max_steps": 3000, "length_weight": 1.5, "seed": 11},
 }
 
 
@@ -98,15 +114,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--results", default=None, help="results file name (default sweep_<task>.json)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.only or []) - set(GRID))
     if unknown:
         p.error(f"unknown setting id(s) {unknown}; choose from {', '.join(GRID)}")
+    default_name = f"sweep_{args.task}.json"
+    name = args.results or default_name
+    if not (name.startswith("sweep_") and name.endswith(".json")) or "/" in name:
+        p.error(f"--results must be a file name sweep_<something>.json, got {name!r}")
+    prefix = f"sweep-{args.task}" if name == default_name else name[: -len(".json")]
+    teacher_file = Path(args.teacher) / "metrics.json"
+    if not teacher_file.is_file():
+        print(
+            f"benchmarks.sweep: error: {teacher_file} not found; train the teacher first "
+            f"(ladabert finetune --task {args.task} --out {args.teacher}) or pass --teacher",
+            file=sys.stderr,
+        )
+        return 2
+    teacher_value = json.loads(teacher_file.read_text())["value"]
+    recorded = {r["id"]: r for r in (load_results(name) or {}).get("rows", [])}
+    other = {r["teacher_value"] for r in recorded.values() if "teacher_value" in r}
+    if other and not any(math.isclose(teacher_value, v, abs_tol=1e-9) for v in other):
+        print(
+            f"benchmarks.sweep: error: benchmarks/results/{name} holds runs distilled from a teacher scoring "
+            f"{', '.join(f'{100 * v:.2f}%' for v in sorted(other))}, but {args.teacher} scores "
+            f"{100 * teacher_value:.2f}%: write this teacher's runs to another file (--results "
+            f"sweep_{args.task}_<name>.json) or pass the teacher the file was made with",
+            file=sys.stderr,
+        )
+        return 2
 
     from ladabert.pipeline.compress import compress, compress_preset
 
     def run_dir(rid: str) -> Path:
-        return Path(args.runs_dir) / f"sweep-{args.task}-{rid}"
+        return Path(args.runs_dir) / f"{prefix}-{rid}"
 
     for rid in args.only or list(GRID):
         out = run_dir(rid)
@@ -123,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         compress(cfg, args.teacher, out, data_dir=args.data_dir)
 
     rows = []
-    for rid, overrides in GRID.items():
+    for rid, overrides in {
+        **GRID,
+        **{k: r["overrides"] for k, r in recorded.items() if k not in GRID},
+    }.items():
         path = run_dir(rid) / "metrics.json"
         if not path.is_file():
+            if rid in recorded:  # the run directory is gone (a fresh clone): keep what was recorded
+                rows.append(recorded[rid])
             continue
         m = json.loads(path.read_text())
         values = [v for _, v in m["curve"]] or [m["value"]]
@@ -150,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if rows:
         save_results(
-            f"sweep_{args.task}.json", {"task": args.task, "teacher_dir": args.teacher, "rows": rows}
+            name,
+            {"task": args.task, "teacher_dir": args.teacher, "teacher_value": teacher_value, "rows": rows},
         )
     return 0
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
 from benchmarks.accuracy import ROWS, ratio_lines, row_id, steps_to_reach, training_cost
 
 from ladabert.pipeline.compress import CompressConfig
@@ -135,6 +136,70 @@ def test_sweep_runs_each_setting_once_and_rebuilds_the_json(
     assert [r["id"] for r in rows] == ["a", "b"] and rows[1]["config"]["embedding_scale"] == 0.5
     assert rows[1]["steps"] == 12  # a setting's own max_steps wins over --max-steps
     assert (tmp_path / "runs" / "sweep-sst2-a" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_sweep_keeps_recorded_rows_and_refuses_runs_of_another_teacher(
+    tmp_path, monkeypatch, tiny_teacher, synthetic_glue, capsys
+):
+    import json
+    import shutil
+
+    import benchmarks._common as common
+    from benchmarks import sweep
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sweep, "GRID", {"a": {"ratio": 2.0}, "b": {"ratio": 2.0, "embedding_scale": 0.5}})
+    argv = ["--teacher", str(tiny_teacher), "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--data-dir", str(synthetic_glue), "--max-length", "32", "--max-steps", "8", "--eval-steps", "4"]
+    assert sweep.main([*argv, "--only", "a"]) == 0
+    recorded = json.loads((tmp_path / "results" / "sweep_sst2.json").read_text())
+    # A fresh clone has the JSON but not the run directories: running another setting keeps row a.
+    shutil.rmtree(tmp_path / "runs" / "sweep-sst2-a")
+    assert sweep.main([*argv, "--only", "b"]) == 0
+    rows = json.loads((tmp_path / "results" / "sweep_sst2.json").read_text())["rows"]
+    assert [r["id"] for r in rows] == ["a", "b"] and rows[0] == recorded["rows"][0]
+    assert not (tmp_path / "runs" / "sweep-sst2-a").exists()  # read from the JSON, not run again
+
+    # Another teacher (here: the same weights with another recorded score) is refused for this file ...
+    other = tmp_path / "other-teacher"
+    shutil.copytree(tiny_teacher, other)
+    m = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps(m | {"value": m["value"] / 2}))
+    capsys.readouterr()
+    before = (tmp_path / "results" / "sweep_sst2.json").read_bytes()
+    other_argv = [*argv, "--teacher", str(other)]
+    assert sweep.main([*other_argv, "--only", "a"]) == 2
+    err = capsys.readouterr().err
+    assert "holds runs distilled from a teacher scoring" in err and "--results sweep_sst2_<name>.json" in err
+    assert (tmp_path / "results" / "sweep_sst2.json").read_bytes() == before
+    # ... and goes to its own file and run directories.
+    assert sweep.main([*other_argv, "--only", "a", "--results", "sweep_sst2_other.json"]) == 0
+    d = json.loads((tmp_path / "results" / "sweep_sst2_other.json").read_text())
+    assert [r["id"] for r in d["rows"]] == ["a"] and d["teacher_value"] == m["value"] / 2
+    assert (tmp_path / "runs" / "sweep_sst2_other-a" / "metrics.json").is_file()
+    with pytest.raises(SystemExit, match="2"):
+        sweep.main([*argv, "--results", "../x.json"])
+    assert "--results must be a file name sweep_<something>.json" in capsys.readouterr().err
+    assert sweep.main(["--teacher", str(tmp_path / "none"), "--only", "a"]) == 2
+    assert "not found; train the teacher first" in capsys.readouterr().err
+
+
+def test_accuracy_table_refuses_a_teacher_other_than_its_own(tmp_path, monkeypatch, tiny_teacher, capsys):
+    import json
+
+    import benchmarks._common as common
+    from benchmarks import accuracy
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    table = {"task": "sst2", "metric": "accuracy", "teacher_value": 0.123, "rows": []}
+    (tmp_path / "results" / "accuracy_sst2.json").write_text(json.dumps(table))
+    assert accuracy.main(["--teacher", str(tiny_teacher), "--only", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "was made with a teacher scoring 12.30%" in err and "move accuracy_sst2.json aside" in err
+    assert json.loads((tmp_path / "results" / "accuracy_sst2.json").read_text()) == table
+    assert accuracy.main(["--teacher", str(tmp_path / "none")]) == 2
+    assert "not found; train the teacher first" in capsys.readouterr().err
 
 
 def test_latency_benchmark_exits_2_with_one_line_on_a_bad_bundle(tmp_path, capsys):

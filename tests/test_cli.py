@@ -135,6 +135,8 @@ def test_compress_options_reach_the_config():
     )
     cfg = _compress_config(run, prefix="compress_")
     assert (cfg.schedule_fraction, cfg.max_steps) == (0.4, 7)
+    assert _compress_config(build_parser().parse_args(argv + ["--length-weight", "1.5"])).length_weight == 1.5
+    assert _compress_config(build_parser().parse_args(argv)).length_weight == 0.0
 
 
 def test_export_options_reach_the_config():

@@ -137,6 +137,13 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         "of its nearest tokens by the teacher's word embeddings",
     )
     p.add_argument(
+        "--length-weight",
+        type=float,
+        default=None,
+        help="draw training examples with probability proportional to their token count to this power "
+        "(default 0: uniform; SST-2 trains on phrases and is judged on whole sentences)",
+    )
+    p.add_argument(
         "--data-aware",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -335,6 +342,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "w_hard",
         "augment",
         "augment_swap",
+        "length_weight",
         "data_aware",
         "calibration_samples",
         "mixed_precision",

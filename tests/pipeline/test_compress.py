@@ -158,6 +158,31 @@ def test_compression_with_token_augmentation_still_learns(tmp_path, tiny_teacher
     assert m["value"] >= 0.9  # chance is 0.5
 
 
+def test_compression_with_length_weighted_sampling_still_learns(
+    tmp_path, tiny_teacher, synthetic_glue, monkeypatch
+):
+    import ladabert.pipeline.distill as D
+
+    calls = []
+    real = D.length_weighted_sampler
+
+    def spy(lengths, power):
+        calls.append((list(lengths), power))
+        return real(lengths, power)
+
+    monkeypatch.setattr(D, "length_weighted_sampler", spy)
+    m = compress(_cfg(length_weight=1.5), tiny_teacher, tmp_path / "len", data_dir=synthetic_glue)
+    assert m["config"]["length_weight"] == 1.5 and m["steps"] == 60
+    ((lengths, power),) = calls  # one training sampler, over every training example's token count
+    train = json.loads((tmp_path / "len" / "metrics.json").read_text())["train_examples"]
+    assert power == 1.5 and len(lengths) == train and min(lengths) >= 3
+    assert m["value"] >= 0.9  # chance is 0.5
+    # Without the setting Trainer keeps its own uniform sampler.
+    calls.clear()
+    compress(_cfg(), tiny_teacher, tmp_path / "uniform", data_dir=synthetic_glue)
+    assert calls == []
+
+
 def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
     tmp_path, tiny_teacher, synthetic_glue
 ):

@@ -96,3 +96,33 @@ def test_augment_swap_setting_is_checked():
     assert CompressConfig(augment_swap="neighbors").augment_swap == "neighbors"
     with pytest.raises(ValueError, match="augment_swap must be one of"):
         CompressConfig(augment_swap="glove")
+
+
+def test_length_weighted_sampler_draws_in_proportion_to_length_power():
+    from ladabert.pipeline.distill import length_weighted_sampler
+
+    torch.manual_seed(0)
+    lengths = [2, 4, 8, 2]
+    draws = torch.tensor([i for _ in range(1000) for i in length_weighted_sampler(lengths, 1.0)])
+    assert len(draws) == 4000
+    share = torch.bincount(draws, minlength=4).double() / len(draws)
+    assert torch.allclose(share, torch.tensor([2.0, 4, 8, 2], dtype=torch.float64) / 16, atol=0.02), share
+    draws = torch.tensor([i for _ in range(1000) for i in length_weighted_sampler(lengths, 2.0)])
+    share = torch.bincount(draws, minlength=4).double() / len(draws)
+    assert torch.allclose(share, torch.tensor([4.0, 16, 64, 4], dtype=torch.float64) / 88, atol=0.02), share
+    draws = torch.tensor([i for _ in range(1000) for i in length_weighted_sampler(lengths, 0.0)])
+    assert torch.allclose(
+        torch.bincount(draws).double() / len(draws), torch.full((4,), 0.25, dtype=torch.float64), atol=0.02
+    )
+
+
+def test_length_weight_setting_is_checked():
+    from ladabert.pipeline.compress import CompressConfig
+    from ladabert.pipeline.distill import length_weighted_sampler
+
+    with pytest.raises(ValueError, match="length_weight must be >= 0"):
+        CompressConfig(length_weight=-1.0)
+    with pytest.raises(ValueError, match="length_weight must be >= 0"):
+        length_weighted_sampler([3, 4], -0.5)
+    with pytest.raises(ValueError, match="at least one token"):
+        length_weighted_sampler([3, 0], 1.0)

@@ -163,6 +163,18 @@ def augment_tokens(
     return out
 
 
+def length_weighted_sampler(lengths: list[int], power: float) -> torch.utils.data.WeightedRandomSampler:
+    """A sampler that draws ``len(lengths)`` examples per epoch, with replacement, each with probability
+    proportional to ``length ** power`` (``power`` 0: uniform). It draws from torch's global generator, as
+    ``Trainer``'s own ``RandomSampler`` does, so ``Trainer``'s seed fixes the order in every process."""
+    if power < 0:
+        raise ValueError(f"length_weight must be >= 0, got {power!r}")
+    if not lengths or min(lengths) < 1:
+        raise ValueError("every training example needs at least one token to be weighted by its length")
+    weights = torch.tensor(lengths, dtype=torch.float64) ** power
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(lengths), replacement=True)
+
+
 class DistillationTrainer(Trainer):
     """``Trainer`` whose training loss is :class:`DistillLoss` against a frozen teacher."""
 
@@ -176,8 +188,10 @@ class DistillationTrainer(Trainer):
         special_ids: list[int] | None = None,
         mask_id: int | None = None,
         neighbors: torch.Tensor | None = None,
+        length_weight: float = 0.0,
         **kwargs: Any,
     ):
+        self.length_weight = length_weight
         super().__init__(*args, **kwargs)
         if augment > 0 and mask_id is None:
             raise ValueError("augment > 0 needs the tokenizer's mask token id")
@@ -192,6 +206,14 @@ class DistillationTrainer(Trainer):
         self.distill_loss = loss
         self.regression = regression
         self._parts: dict[str, list[float]] = defaultdict(list)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.length_weight > 0 and dataset is not None:
+            return length_weighted_sampler(
+                [len(dataset[i]["input_ids"]) for i in range(len(dataset))], self.length_weight
+            )
+        return super()._get_train_sampler(dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         inputs = dict(inputs)
