@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def load_results(name: str) -> dict[str, Any] | None:
     path = RESULTS / name
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_teacher_metrics(teacher: str, task: str, tool: str) -> dict[str, Any] | None:
+    """The teacher directory's ``metrics.json``, or None after a one-line error on stderr naming the fix."""
+    path = Path(teacher) / "metrics.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(
+        f"benchmarks.{tool}: error: {path} not found; train the teacher first "
+        f"(ladabert finetune --task {task} --out {teacher}) or pass --teacher",
+        file=sys.stderr,
+    )
+    return None
 
 
 def save_results(name: str, data: dict[str, Any]) -> Path:

@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS, describe_changes, load_results, recipe_changes, save_results
+from benchmarks._common import (
+    RESULTS,
+    describe_changes,
+    load_results,
+    read_teacher_metrics,
+    recipe_changes,
+    save_results,
+)
 
 # (method, pattern, ratio, train fraction[, steps[, recipe overrides]]): the paper's table plus the
 # training-cost rows. Rows without a step count train for the preset's 3,000 steps; the long distill-only row
@@ -348,15 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         render(args.task)
         return 0
-    teacher_file = Path(args.teacher) / "metrics.json"
-    if not teacher_file.is_file():
-        print(
-            f"benchmarks.accuracy: error: {teacher_file} not found; train the teacher first "
-            f"(ladabert finetune --task {args.task} --out {args.teacher}) or pass --teacher",
-            file=sys.stderr,
-        )
+    teacher = read_teacher_metrics(args.teacher, args.task, "accuracy")
+    if teacher is None:
         return 2
-    teacher = json.loads(teacher_file.read_text())
     name = f"accuracy_{args.task}.json"
     recorded_value = (load_results(name) or {}).get("teacher_value")
     if recorded_value is not None and not math.isclose(recorded_value, teacher["value"], abs_tol=1e-9):

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import load_results, save_results
+from benchmarks._common import load_results, read_teacher_metrics, save_results
 
 # id -> CompressConfig overrides (on top of the defaults and --max-steps).
 GRID: dict[str, dict[str, Any]] = {
@@ -124,15 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (name.startswith("sweep_") and name.endswith(".json")) or "/" in name:
         p.error(f"--results must be a file name sweep_<something>.json, got {name!r}")
     prefix = f"sweep-{args.task}" if name == default_name else name[: -len(".json")]
-    teacher_file = Path(args.teacher) / "metrics.json"
-    if not teacher_file.is_file():
-        print(
-            f"benchmarks.sweep: error: {teacher_file} not found; train the teacher first "
-            f"(ladabert finetune --task {args.task} --out {args.teacher}) or pass --teacher",
-            file=sys.stderr,
-        )
+    teacher = read_teacher_metrics(args.teacher, args.task, "sweep")
+    if teacher is None:
         return 2
-    teacher_value = json.loads(teacher_file.read_text())["value"]
+    teacher_value = teacher["value"]
     recorded = {r["id"]: r for r in (load_results(name) or {}).get("rows", [])}
     other = {r["teacher_value"] for r in recorded.values() if "teacher_value" in r}
     if other and not any(math.isclose(teacher_value, v, abs_tol=1e-9) for v in other):
