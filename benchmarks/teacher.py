@@ -5,7 +5,7 @@
 
 With ``--run`` it fine-tunes first when the teacher directory does not exist yet. ``--sweep DIR ...``
 records other finished fine-tuning runs of the same task (e.g. other learning rates) beside it, so that
-the choice of the defaults is on file::
+the choice of the defaults is on file; runs recorded earlier whose directory is gone stay on file::
 
     python -m benchmarks.teacher --teacher runs/teacher-sst2 --sweep runs/teacher-sst2-lr1e-4 runs/teacher-sst2-lr3e-5
 """
@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._common import save_results
+from benchmarks._common import load_results, save_results
 
 KEYS = [
     "task",
@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
                 "curve": r.get("curve", []),
             }
         )
+    # Runs recorded earlier whose directory is gone (a fresh clone, another session) stay on file as recorded,
+    # so that every run of the recipe keeps counting; a directory given again is scored again instead.
+    given = {str(Path(d)) for d in [args.teacher, *args.sweep]}
+    for r in (load_results(f"teacher_{m['task']}.json") or {}).get("sweep", []):
+        if str(Path(r["dir"])) not in given and not Path(r["dir"]).exists():
+            sweep.append(r)
     m["value"] = sweep[0]["value"]  # the fp32 score of --teacher
     default_values = [r["value"] for r in sweep if r["default_recipe"]]
     out = save_results(

@@ -246,6 +246,13 @@ def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(
     fp32 = evaluate(tiny_teacher, "sst2", data_dir=synthetic_glue, max_length=32)["value"]
     assert out["value"] == fp32 and out["default_recipe_values"] == [fp32] and fp32 > 0.9
     assert out["sweep"][0]["value_recorded_by_the_run"] == 0.5
+    # A later session whose clone lacks run b records a new run beside it: b stays as recorded, a (given
+    # again) is scored again rather than listed twice.
+    shutil.rmtree(runs[1])
+    assert teacher.main(["--teacher", runs[0], "--sweep", str(tiny_teacher), "--data-dir", str(synthetic_glue)]) == 0
+    again = json.loads((tmp_path / "results" / f"teacher_{m['task']}.json").read_text())
+    assert [r["dir"] for r in again["sweep"]] == [runs[0], str(tiny_teacher), runs[1]]
+    assert again["sweep"][2] == out["sweep"][1] and again["default_recipe_values"] == [fp32]
 
 
 def test_agreement_scores_students_against_their_teacher(tmp_path, monkeypatch, tiny_teacher, synthetic_glue):
