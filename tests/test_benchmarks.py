@@ -249,7 +249,10 @@ def test_teacher_benchmark_marks_the_runs_of_the_default_recipe(
     # A later session whose clone lacks run b records a new run beside it: b stays as recorded, a (given
     # again) is scored again rather than listed twice.
     shutil.rmtree(runs[1])
-    assert teacher.main(["--teacher", runs[0], "--sweep", str(tiny_teacher), "--data-dir", str(synthetic_glue)]) == 0
+    assert (
+        teacher.main(["--teacher", runs[0], "--sweep", str(tiny_teacher), "--data-dir", str(synthetic_glue)])
+        == 0
+    )
     again = json.loads((tmp_path / "results" / f"teacher_{m['task']}.json").read_text())
     assert [r["dir"] for r in again["sweep"]] == [runs[0], str(tiny_teacher), runs[1]]
     assert again["sweep"][2] == out["sweep"][1] and again["default_recipe_values"] == [fp32]
