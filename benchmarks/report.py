@@ -32,6 +32,41 @@ def _machine(d: dict) -> str:
     )
 
 
+def seed_means(rows: list[dict]) -> str:
+    """A table of the recipes run with more than one seed: each seed's final value, their mean, and the mean as
+    a share of the teacher (empty when no recipe has two seeds). Runs are grouped by what they compress (method,
+    pattern, ratio) and by how their recorded config differs from today's defaults, the seed aside, so that a
+    run of the default recipe counts with the others whatever its sweep id says."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        cfg = r.get("config") or {}
+        what = {k: cfg.get(k, r["overrides"].get(k)) for k in ("method", "pattern", "ratio")}
+        changes = (
+            {k: v["run"] for k, v in recipe_changes(cfg).items() if k != "seed"} if cfg else r["overrides"]
+        )
+        groups.setdefault(json.dumps([what, changes], sort_keys=True, default=str), []).append(r)
+    lines = []
+    for key, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        what, changes = json.loads(key)
+        fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+        recipe = ", ".join(f"{k} {fmt(v)}" for k, v in changes.items()) or "default recipe"
+        mean = sum(r["value"] for r in runs) / len(runs)
+        seeds = ", ".join(f"{(r.get('config') or {}).get('seed', '?')}: {_pct(r['value'])}%" for r in runs)
+        lines.append(
+            f"| {what['method']} {what['pattern']} {fmt(what['ratio'])}x | {recipe} | {len(runs)} | {seeds} | "
+            f"**{_pct(mean)}%** | {100 * mean / runs[0]['teacher_value']:.1f}% |"
+        )
+    if not lines:
+        return ""
+    head = (
+        "| student | recipe (what differs from today's defaults) | runs | final by seed | mean | mean / teacher |\n"
+        "|---|---|---|---|---|---|\n"
+    )
+    return "\n\nRecipes run with several seeds:\n\n" + head + "\n".join(lines)
+
+
 def render() -> str:
     parts = []
     for path in sorted(RESULTS.glob("teacher_*.json")):
@@ -165,7 +200,9 @@ def render() -> str:
         teacher = d["rows"][0]["teacher_value"] if d["rows"] else float("nan")
         parts.append(
             f"**Settings sweep** (`{path.name}`; short `ladabert compress` runs from `{d['teacher_dir']}`, "
-            f"teacher {_pct(teacher)}%, {_machine(d)}, one thread per run):\n\n" + "\n".join(rows)
+            f"teacher {_pct(teacher)}%, {_machine(d)}, one thread per run):\n\n"
+            + "\n".join(rows)
+            + seed_means(d["rows"])
         )
     for path in sorted(RESULTS.glob("agreement_*.json")):
         d = json.loads(path.read_text())

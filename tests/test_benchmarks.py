@@ -322,3 +322,37 @@ def test_recipe_changes_name_what_differs_from_todays_defaults():
         "average_every",
         "average_last",
     }
+
+
+def test_report_averages_the_seeds_of_one_recipe_whatever_the_sweep_id():
+    from dataclasses import asdict
+
+    from benchmarks.report import seed_means
+
+    from ladabert.pipeline.compress import CompressConfig
+
+    today = asdict(CompressConfig())
+
+    def row(rid, value, **cfg):
+        return {"id": rid, "overrides": {}, "value": value, "teacher_value": 0.9, "config": today | cfg}
+
+    rows = [
+        # Two sweep ids of the default recipe (one sets the defaults explicitly), a third seed, another recipe
+        # with one seed, and another ratio with one seed: only the default 5x recipe has several seeds.
+        row("5x-aware", 0.88, ratio=5.0, seed=42),
+        row("5x-base-seed7", 0.87, ratio=5.0, seed=7, eval_steps=250),
+        row("5x-base-seed11", 0.86, ratio=5.0, seed=11),
+        row("5x-t1", 0.89, ratio=5.0, seed=42, temperature=1.0),
+        row("10x", 0.85, ratio=10.0, seed=42),
+    ]
+    lines = [x for x in seed_means(rows).splitlines() if x.startswith("| hybrid")]
+    assert lines == [
+        "| hybrid unstructured 5x | default recipe | 3 | 42: 88.00%, 7: 87.00%, 11: 86.00% | **87.00%** | 96.7% |"
+    ]
+    rows.append(row("5x-t1-seed7", 0.87, ratio=5.0, seed=7, temperature=1.0))
+    lines = [x for x in seed_means(rows).splitlines() if x.startswith("| hybrid")]
+    assert (
+        lines[1]
+        == "| hybrid unstructured 5x | temperature 1 | 2 | 42: 89.00%, 7: 87.00% | **88.00%** | 97.8% |"
+    )
+    assert seed_means(rows[:1]) == ""
