@@ -5,7 +5,12 @@
 
 A student that agrees with its teacher on nearly every training sentence but much less on the dev set has
 learned the teacher's function on the training data and not around it (the reason for ``--augment``).
-Writes ``benchmarks/results/agreement_<task>.json``.
+Dev accuracy is also broken down by example length in words (``--length-buckets``): SST-2 trains on
+phrases and is judged on whole sentences, the reason for ``--length-weight``. Writes
+``benchmarks/results/agreement_<task>.json`` (``--results`` names another file)::
+
+    python -m benchmarks.agreement --results agreement_sst2_length.json \
+        --students runs/sweep_sst2_length-5x-base-seed7 runs/sweep_sst2_length-5x-len1.5-seed7
 """
 
 from __future__ import annotations
@@ -14,11 +19,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks._common import save_results
+
+LENGTH_BUCKETS = (12, 20, 28)  # word counts that split SST-2 dev into four groups of 169-278 sentences
+
+
+def length_buckets(edges: tuple[int, ...]) -> list[tuple[int, int | None]]:
+    """``[(1, 12), (12, 20), (20, 28), (28, None)]`` for edges ``(12, 20, 28)``: lower bound inclusive."""
+    if list(edges) != sorted(set(edges)) or (edges and edges[0] < 2):
+        raise ValueError(f"length bucket edges must be increasing word counts >= 2, got {list(edges)}")
+    lows = [1, *edges]
+    return [(lo, hi) for lo, hi in zip(lows, [*edges, None])]
 
 
 def measure(
-    teacher: str, students: list[str], task_name: str, train_samples: int, data_dir: str | None, seed: int = 0
+    teacher: str,
+    students: list[str],
+    task_name: str,
+    train_samples: int,
+    data_dir: str | None,
+    seed: int = 0,
+    edges: tuple[int, ...] = LENGTH_BUCKETS,
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -38,12 +61,26 @@ def measure(
     for path in [teacher, *students]:
         model = load_classifier(path).eval().float()
         preds[path] = {k: predict_split(model, tokenizer, s).argmax(-1) for k, s in splits.items()}
+    dev = splits["dev"]
+    words = np.array([sum(len(t.split()) for t in text) for text in dev.texts])
+    buckets = length_buckets(edges)
     rows = []
     for path in [teacher, *students]:
         row: dict[str, Any] = {"model": str(path), "is_teacher": path == teacher}
         for k, s in splits.items():
             row[f"{k}_accuracy"] = float((preds[path][k] == s.labels).mean())
             row[f"{k}_agreement"] = float((preds[path][k] == preds[teacher][k]).mean())
+        row["dev_by_length"] = []
+        for lo, hi in buckets:
+            sel = (words >= lo) & (words < (hi if hi is not None else np.inf))
+            correct = preds[path]["dev"][sel] == dev.labels[sel]
+            row["dev_by_length"].append(
+                {
+                    "words": [lo, hi],
+                    "n": int(sel.sum()),
+                    "accuracy": float(correct.mean()) if sel.any() else None,
+                }
+            )
         rows.append(row)
     return {
         "task": task.name,
@@ -62,9 +99,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="sst2")
     p.add_argument("--train-samples", type=int, default=2000, help="random training examples to score")
     p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--length-buckets",
+        type=int,
+        nargs="*",
+        default=list(LENGTH_BUCKETS),
+        help="word counts that split the dev set for the by-length accuracy (default 12 20 28)",
+    )
+    p.add_argument("--results", default=None, help="results file name (default agreement_<task>.json)")
     args = p.parse_args(argv)
-    res = measure(args.teacher, args.students, args.task, args.train_samples, args.data_dir)
-    out = save_results(f"agreement_{res['task']}.json", res)
+    name = args.results or f"agreement_{args.task}.json"
+    if not (name.startswith("agreement_") and name.endswith(".json")) or "/" in name:
+        p.error(f"--results must be a file name agreement_<something>.json, got {name!r}")
+    try:
+        length_buckets(tuple(args.length_buckets))
+    except ValueError as e:
+        p.error(str(e))
+    res = measure(
+        args.teacher,
+        args.students,
+        args.task,
+        args.train_samples,
+        args.data_dir,
+        edges=tuple(args.length_buckets),
+    )
+    out = save_results(name, res)
     print(f"{'model':>50} {'train acc':>9} {'train agree':>11} {'dev acc':>7} {'dev agree':>9}")
     for r in res["rows"]:
         print(

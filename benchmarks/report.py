@@ -210,10 +210,19 @@ def render() -> str:
             "| model | train accuracy | train agreement with the teacher | dev accuracy | dev agreement |",
             "|---|---|---|---|---|",
         ]
+        buckets = [b["words"] for b in d["rows"][0].get("dev_by_length", [])] if d["rows"] else []
+        if buckets:  # files written since the by-length breakdown exist have it for every model
+            counts = [b["n"] for b in d["rows"][0]["dev_by_length"]]
+            rows[0] += "".join(
+                f" dev {lo}-{hi - 1} words ({n}) |" if hi else f" dev {lo}+ words ({n}) |"
+                for (lo, hi), n in zip(buckets, counts)
+            )
+            rows[1] += "---|" * len(buckets)
         for r in d["rows"]:
             rows.append(
                 f"| `{Path(r['model']).name}` | {_pct(r['train_accuracy'])}% | {_pct(r['train_agreement'])}% | "
                 f"{_pct(r['dev_accuracy'])}% | {_pct(r['dev_agreement'])}% |"
+                + "".join(f" {_pct(b['accuracy'])}% |" for b in r.get("dev_by_length", []))
             )
         parts.append(
             f"**Agreement with the teacher** (`{path.name}`; {d['train_examples']:,} random training sentences "

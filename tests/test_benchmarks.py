@@ -285,6 +285,22 @@ def test_agreement_scores_students_against_their_teacher(tmp_path, monkeypatch, 
     assert res["train_examples"] == 100 and teacher["is_teacher"] and not student["is_teacher"]
     assert teacher["train_agreement"] == 1.0 and teacher["dev_agreement"] == 1.0
     assert student["dev_accuracy"] >= 0.9 and 0.85 <= student["dev_agreement"] <= 1.0  # chance is 0.5
+    # Dev accuracy by length: the buckets split every dev example once and average back to the whole.
+    for row in res["rows"]:
+        buckets = row["dev_by_length"]
+        assert [b["words"] for b in buckets] == [[1, 12], [12, 20], [20, 28], [28, None]]
+        assert sum(b["n"] for b in buckets) == res["dev_examples"]
+        whole = sum(b["n"] * b["accuracy"] for b in buckets if b["n"]) / res["dev_examples"]
+        assert abs(whole - row["dev_accuracy"]) < 1e-9
+    # Another file and other buckets; bad buckets are refused before any model is loaded.
+    edges = ["--length-buckets", "3", "6", "--results", "agreement_sst2_b.json"]
+    assert agreement.main([*argv, "--train-samples", "20", *edges]) == 0
+    res = json.loads((tmp_path / "results" / "agreement_sst2_b.json").read_text())
+    assert [b["words"] for b in res["rows"][1]["dev_by_length"]] == [[1, 3], [3, 6], [6, None]]
+    for bad in (["--length-buckets", "20", "12"], ["--length-buckets", "1"], ["--results", "x.json"]):
+        with pytest.raises(SystemExit) as e:
+            agreement.main([*argv, *bad])
+        assert e.value.code == 2
 
 
 def test_recipe_changes_name_what_differs_from_todays_defaults():
