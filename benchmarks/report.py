@@ -222,7 +222,9 @@ def render() -> str:
             rows.append(
                 f"| `{Path(r['model']).name}` | {_pct(r['train_accuracy'])}% | {_pct(r['train_agreement'])}% | "
                 f"{_pct(r['dev_accuracy'])}% | {_pct(r['dev_agreement'])}% |"
-                + "".join(f" {_pct(b['accuracy'])}% |" for b in r.get("dev_by_length", []))
+                + "".join(
+                    f" {_pct(b['accuracy'])}% |" if b["n"] else " - |" for b in r.get("dev_by_length", [])
+                )
             )
         parts.append(
             f"**Agreement with the teacher** (`{path.name}`; {d['train_examples']:,} random training sentences "

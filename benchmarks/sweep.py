@@ -101,7 +101,7 @@ GRID: dict[str, dict[str, Any]] = {
     "5x-len1.5-seed42": {"ratio": 5.0, "max_steps": 3000, "length_weight": 1.5, "seed": 42},
     "5x-len1.5-seed7": {"ratio": 5.0, "max_steps": 3000, "length_weight": 1.5, "seed": 7},
     "5x-len1.5-seed11": {"ratio": 5.0, "max_steps": 3000, "length_weight": 1.5, "seed": 11},
-    # The same pair at 10x, where the students lose most on the long dev sentences too.
+    # The same pair at 10x: does the 5x gain carry to the higher ratio?
     "10x-base-seed42": {"ratio": 10.0, "max_steps": 3000, "seed": 42},
     "10x-len1.5-seed42": {"ratio": 10.0, "max_steps": 3000, "length_weight": 1.5, "seed": 42},
 }
