@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladabert.pipeline.distill import augment_tokens, neighbor_table
+from ladabert.pipeline.distill import attention_kl, augment_tokens, neighbor_table
 
 MASK, CLS, SEP, PAD = 4, 2, 3, 0
 
@@ -126,3 +126,41 @@ def test_length_weight_setting_is_checked():
         length_weighted_sampler([3, 4], -0.5)
     with pytest.raises(ValueError, match="at least one token"):
         length_weighted_sampler([3, 0], 1.0)
+
+
+def test_attention_kl_is_zero_for_equal_maps_and_matches_a_hand_computed_kl():
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    key_bias = (1 - mask[:, None, None, :].float()) * -1e9
+
+    def maps(scale: float) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.softmax(scale * torch.randn(2, 3, 4, 4) + key_bias, -1) for _ in range(2))
+
+    t, s = maps(1.0), maps(2.0)
+    assert attention_kl(t, t, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # Reference: the mean over layers of the mean over (example, head, real query row) of sum_k p log(p / q).
+    ref = []
+    for a, b in zip(s, t):
+        rows = [
+            (b[i, h, q] * (b[i, h, q].clamp_min(1e-12).log() - a[i, h, q].clamp_min(1e-12).log())).sum()
+            for i in range(2)
+            for h in range(3)
+            for q in range(4)
+            if mask[i, q]
+        ]
+        ref.append(torch.stack(rows).mean())
+    got = attention_kl(s, t, mask)
+    assert got.item() == pytest.approx(torch.stack(ref).mean().item(), rel=1e-5)
+    assert got.item() > 0.01
+    # A padded query row does not count, whatever its attention.
+    s_pad = tuple(x.clone() for x in s)
+    s_pad[0][0, :, 3] = torch.softmax(torch.randn(3, 4), -1)
+    assert attention_kl(s_pad, t, mask).item() == pytest.approx(got.item(), rel=1e-6)
+
+
+def test_attention_kl_refuses_maps_of_other_shapes():
+    a = (torch.full((1, 2, 3, 3), 1 / 3),)
+    with pytest.raises(ValueError, match="keep_heads 1"):
+        attention_kl(a, (torch.full((1, 4, 3, 3), 1 / 3),), None)
+    with pytest.raises(ValueError, match="attention maps"):
+        attention_kl(a, a + a, None)

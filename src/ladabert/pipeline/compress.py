@@ -181,6 +181,17 @@ COMPRESS_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _no_attention_dropout(model: torch.nn.Module) -> None:
+    """Turn off dropout on the attention probabilities (the maps BERT returns are taken after it, so the
+    attention-distillation term would compare the teacher's maps with randomly zeroed and rescaled ones)."""
+    from transformers.models.bert.modeling_bert import BertSelfAttention
+
+    model.config.attention_probs_dropout_prob = 0.0
+    for module in model.modules():
+        if isinstance(module, BertSelfAttention):
+            module.dropout.p = 0.0
+
+
 def compress_preset(name: str, **overrides: Any) -> CompressConfig:
     return CompressConfig.from_preset(COMPRESS_PRESETS, name, **overrides)
 
@@ -374,6 +385,7 @@ def compress(
     student, plans, schedule = build_student(teacher_model, config, stats)
     if attn:
         student.config._attn_implementation = "eager"
+        _no_attention_dropout(student)
     init_metrics = evaluate_module(
         student, tokenizer, task, data_dir, config.max_length, config.max_eval_samples
     )

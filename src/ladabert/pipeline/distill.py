@@ -80,8 +80,7 @@ class DistillLoss:
                 terms.append(sq.sum() / (mask.sum() * ht.shape[-1]))
             parts["hidden"] = torch.stack(terms).mean()
         if self.attention:
-            terms = [F.mse_loss(a.float(), b.float()) for a, b in zip(student.attentions, teacher.attentions)]
-            parts["attention"] = torch.stack(terms).mean()
+            parts["attention"] = attention_kl(student.attentions, teacher.attentions, attention_mask)
         if self.hard and labels is not None:
             parts["hard"] = (
                 F.mse_loss(s_logits.squeeze(-1), labels.float())
@@ -90,6 +89,33 @@ class DistillLoss:
             )
         total = sum(getattr(self, k) * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def attention_kl(
+    student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over layers, heads and real query tokens of KL(teacher || student) between attention distributions.
+
+    ``student`` and ``teacher`` hold one ``(batch, heads, query, key)`` tensor of attention probabilities per
+    layer (MiniLM's self-attention distillation). Padded keys have probability 0 under both models and add
+    nothing; padded query rows are left out of the mean."""
+    if len(student) != len(teacher):
+        raise ValueError(f"the student returned {len(student)} attention maps and the teacher {len(teacher)}")
+    terms = []
+    for a, b in zip(student, teacher):
+        if a.shape != b.shape:
+            raise ValueError(
+                f"attention maps of shape {tuple(a.shape)} (student) and {tuple(b.shape)} (teacher): attention "
+                "distillation needs the teacher's heads and layers (keep_heads 1)"
+            )
+        p_t = b.float()
+        kl = (p_t * (p_t.clamp_min(1e-12).log() - a.float().clamp_min(1e-12).log())).sum(-1)  # (B, H, Lq)
+        if attention_mask is None:
+            terms.append(kl.mean())
+        else:
+            rows = attention_mask[:, None, :].to(kl.dtype).expand_as(kl)
+            terms.append((kl * rows).sum() / rows.sum().clamp_min(1.0))
+    return torch.stack(terms).mean()
 
 
 @torch.no_grad()
