@@ -45,8 +45,13 @@ def make_tiny_bert(
     heads: int = 2,
     intermediate: int = 64,
     max_positions: int = 64,
+    seed: int = 0,
 ) -> Path:
-    """A randomly initialised BERT classifier and its WordPiece tokenizer, saved with save_pretrained."""
+    """A randomly initialised BERT classifier and its WordPiece tokenizer, saved with save_pretrained.
+
+    The initialisation is seeded: session fixtures are built before the per-test seeding, and an unseeded tiny
+    teacher made every test run train a different model (and the loss thresholds flaky)."""
+    import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,10 @@ def make_tiny_bert(
         max_position_embeddings=max_positions,
         num_labels=num_labels,
     )
-    BertForSequenceClassification(config).save_pretrained(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

@@ -76,18 +76,63 @@ def test_masks_survive_optimizer_steps_and_training_changes_weights(tmp_path, ti
     assert not torch.equal(cb.first, cb.last)
 
 
-def test_distillation_lowers_the_loss(tmp_path, tiny_teacher, synthetic_glue):
+def _logged(key: str):
+    """A callback that keeps, at the end of training, every logged value of ``key`` in ``.values``."""
     from transformers import TrainerCallback
 
-    class Losses(TrainerCallback):
-        def on_train_end(self, args, state, control, **kwargs):
-            self.loss = [h["loss"] for h in state.log_history if "loss" in h]
+    class Logged(TrainerCallback):
+        values: list[float] = []
 
-    cb = Losses()
+        def on_train_end(self, args, state, control, **kwargs):
+            self.values = [h[key] for h in state.log_history if key in h]
+
+    return Logged()
+
+
+def _fixed_batch_loss(teacher_dir, data_dir, loss):
+    """A callback that measures ``loss`` (a ``DistillLoss``) of the student against the teacher on the same 64 dev
+    examples, in eval mode (no dropout, no augmentation), when training starts and when it ends: ``.before``
+    and ``.after``. The logged training loss moves too much from batch to batch to compare a few steps."""
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
+    from ladabert.pipeline.student import load_classifier
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = load_classifier(teacher_dir, attn_implementation="eager").eval()
+    dev = tokenize(load_glue(get_task("sst2"), "dev", data_dir), tok, 32)
+    batch = make_collator(tok)([dev[i] for i in range(64)])
+    batch.pop("labels", None)
+    att = loss.attention > 0
+
+    def measure(model) -> float:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            s = model(**batch, output_hidden_states=True, output_attentions=att)
+            t = teacher(**batch, output_hidden_states=True, output_attentions=att)
+            value, _ = loss(s, t, None, batch["attention_mask"])
+        model.train(was)
+        return float(value)
+
+    class FixedBatch(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.before = measure(model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            self.after = measure(model)
+
+    return FixedBatch()
+
+
+def test_distillation_lowers_the_loss(tmp_path, tiny_teacher, synthetic_glue):
+    from ladabert.pipeline.distill import DistillLoss
+
+    cb = _fixed_batch_loss(tiny_teacher, synthetic_glue, DistillLoss())
     # A hard 5x student that reaches its ratio at step 4 and then only trains.
     cfg = _cfg(ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05, max_steps=80)
     m = compress(cfg, tiny_teacher, tmp_path / "s", data_dir=synthetic_glue, callbacks=[cb])
-    assert sum(cb.loss[-3:]) < 0.85 * sum(cb.loss[:3]), cb.loss
+    assert cb.after < 0.85 * cb.before, (cb.before, cb.after)
     assert m["value"] >= 0.9
 
 
@@ -184,24 +229,21 @@ def test_compression_with_length_weighted_sampling_still_learns(
 
 
 def test_attention_distillation_starts_near_zero_and_learns(tmp_path, tiny_teacher, synthetic_glue):
-    from transformers import TrainerCallback
+    from ladabert.pipeline.distill import DistillLoss
 
-    class Terms(TrainerCallback):
-        def on_train_end(self, args, state, control, **kwargs):
-            self.att = [h["loss_attention"] for h in state.log_history if "loss_attention" in h]
-
-    # Barely compressed, the student's attention is the teacher's: the term starts near 0 (with dropout on
-    # the returned attention maps it started at about 2.7 nats and stayed there).
-    cb = Terms()
-    cfg = _cfg(w_attention=1.0, ratio=1.01, initial_ratio=1.01, augment=0.0, max_steps=10)
+    # Barely compressed and barely trained, the student's attention is the teacher's: the logged term (training
+    # mode) stays near 0. With dropout on the returned attention maps it was about 2.7 nats.
+    cb = _logged("loss_attention")
+    cfg = _cfg(w_attention=1.0, ratio=1.01, initial_ratio=1.01, learning_rate=1e-7, max_steps=10)
     compress(cfg, tiny_teacher, tmp_path / "near", data_dir=synthetic_glue, callbacks=[cb])
-    assert cb.att and cb.att[0] < 0.05, cb.att
-    cb = Terms()
+    assert len(cb.values) == 2 and max(cb.values) < 0.1, cb.values
+    # At 5x the term falls with training (measured on fixed dev examples).
+    cb = _fixed_batch_loss(tiny_teacher, synthetic_glue, DistillLoss(logits=0, hidden=0, attention=1))
     cfg = _cfg(w_attention=1.0, ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05)
     m = compress(cfg, tiny_teacher, tmp_path / "att", data_dir=synthetic_glue, callbacks=[cb])
     assert m["config"]["w_attention"] == 1.0 and m["steps"] == 60
     assert m["value"] >= 0.9  # chance is 0.5
-    assert len(cb.att) >= 4 and min(cb.att) >= 0 and sum(cb.att[-2:]) < sum(cb.att[:2]), cb.att
+    assert cb.after < 0.6 * cb.before, (cb.before, cb.after)
 
 
 def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
