@@ -120,6 +120,8 @@ GRID: dict[str, dict[str, Any]] = {
     # student's hidden states stay far from the teacher's, its attention maps are closer) on top of length
     # weighting, against 5x-len1.5-seed42 / -seed7 / -seed11.
     **_seeds("5x-len1.5-att1", ratio=5.0, length_weight=1.5, w_attention=1.0),
+    # The same at 10x, against 10x-len1.5-seed42 and 10x-base-seed42.
+    **_seeds("10x-len1.5-att1", (42,), ratio=10.0, length_weight=1.5, w_attention=1.0),
 }
 
 

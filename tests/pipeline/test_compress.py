@@ -191,6 +191,8 @@ def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthe
         _cfg(method="distill")
     with pytest.raises(ValueError, match="hybrid must be >= 0"):
         _cfg(hybrid=-0.1)
+    with pytest.raises(ValueError, match="set w_attention to 0 for distill-only"):
+        _cfg(method="distill-only", w_attention=1.0)
     assert not (tmp_path / "o").exists()
 
 

@@ -135,6 +135,11 @@ class CompressConfig(JsonConfig):
             raise ValueError(
                 "keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
             )
+        if self.method == "distill-only" and self.w_attention > 0:
+            raise ValueError(
+                "w_attention needs the student's heads to match the teacher's, and distill-only's narrow student "
+                "has fewer; set w_attention to 0 for distill-only"
+            )
         if self.structured and self.w_attention > 0:
             raise ValueError(
                 "w_attention needs the student's heads to match the teacher's; set keep_heads to 1 or w_attention to 0"
