@@ -81,8 +81,6 @@ def _logged(key: str):
     from transformers import TrainerCallback
 
     class Logged(TrainerCallback):
-        values: list[float] = []
-
         def on_train_end(self, args, state, control, **kwargs):
             self.values = [h[key] for h in state.log_history if key in h]
 

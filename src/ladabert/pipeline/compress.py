@@ -135,15 +135,13 @@ class CompressConfig(JsonConfig):
             raise ValueError(
                 "keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
             )
-        if self.method == "distill-only" and self.w_attention > 0:
-            raise ValueError(
-                "w_attention needs the student's heads to match the teacher's, and distill-only's narrow student "
-                "has fewer; set w_attention to 0 for distill-only"
+        if self.w_attention > 0 and (self.structured or self.method == "distill-only"):
+            fix = (
+                "distill-only's narrow student has fewer; set w_attention to 0 for distill-only"
+                if self.method == "distill-only"
+                else "set keep_heads to 1 or w_attention to 0"
             )
-        if self.structured and self.w_attention > 0:
-            raise ValueError(
-                "w_attention needs the student's heads to match the teacher's; set keep_heads to 1 or w_attention to 0"
-            )
+            raise ValueError(f"w_attention needs the student's heads to match the teacher's; {fix}")
         _check_range("block_size", self.block_size, 1)
         _check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
         _check_range("schedule_updates", self.schedule_updates, 1)
