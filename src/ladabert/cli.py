@@ -144,6 +144,13 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         "(default 0: uniform; SST-2 trains on phrases and is judged on whole sentences)",
     )
     p.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="dropout in the student while it is distilled (hidden, attention, classifier; default: the "
+        "teacher's, 0.1 in BERT)",
+    )
+    p.add_argument(
         "--data-aware",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -343,6 +350,7 @@ def _compress_config(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN20
         "augment",
         "augment_swap",
         "length_weight",
+        "dropout",
         "data_aware",
         "calibration_samples",
         "mixed_precision",

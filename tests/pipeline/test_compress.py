@@ -191,6 +191,10 @@ def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthe
         _cfg(hybrid=-0.1)
     with pytest.raises(ValueError, match="set w_attention to 0 for distill-only"):
         _cfg(method="distill-only", w_attention=1.0)
+    with pytest.raises(ValueError, match="dropout must be >= 0"):
+        _cfg(dropout=-0.1)
+    with pytest.raises(ValueError, match="dropout must be >= 0 and <= 0.99"):
+        _cfg(dropout=1.0)
     assert not (tmp_path / "o").exists()
 
 
@@ -226,6 +230,26 @@ def test_compression_with_length_weighted_sampling_still_learns(
     calls.clear()
     compress(_cfg(), tiny_teacher, tmp_path / "uniform", data_dir=synthetic_glue)
     assert calls == []
+
+
+def test_student_dropout_setting_reaches_every_dropout_module_while_it_trains(
+    tmp_path, tiny_teacher, synthetic_glue
+):
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):
+        def __init__(self) -> None:
+            self.p: set[float] = set()
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            self.p |= {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+
+    off, default = Seen(), Seen()
+    m = compress(_cfg(dropout=0.0), tiny_teacher, tmp_path / "d0", data_dir=synthetic_glue, callbacks=[off])
+    assert off.p == {0.0} and m["config"]["dropout"] == 0.0 and m["steps"] == 60
+    assert m["value"] >= 0.9  # chance is 0.5
+    compress(_cfg(max_steps=2), tiny_teacher, tmp_path / "dflt", data_dir=synthetic_glue, callbacks=[default])
+    assert default.p == {0.1}  # the teacher's (BERT's hidden and attention dropout)
 
 
 def test_attention_distillation_starts_near_zero_and_learns(tmp_path, tiny_teacher, synthetic_glue):

@@ -104,6 +104,10 @@ class CompressConfig(JsonConfig):
     # words) while its dev set holds whole sentences (median 19): a positive weight makes the transfer set
     # look more like the inputs the student is judged on (distill.length_weighted_sampler).
     length_weight: float = 0.0
+    # Dropout in the student while it is distilled (every Dropout module: hidden, attention, classifier);
+    # None keeps the teacher's (0.1 in BERT). The student is a compressed copy of a model that was already
+    # fine-tuned with dropout, fitting soft targets on augmented data: the sweep tests whether it still helps.
+    dropout: float | None = None
     # Data-aware compression (pipeline.calibrate): truncate and prune for each layer's outputs on
     # ``calibration_samples`` training examples (input covariances; token frequencies for the embedding
     # table) instead of for the weights alone. False: the paper's plain SVD and magnitude pruning. True by
@@ -148,6 +152,8 @@ class CompressConfig(JsonConfig):
         _check_range("max_steps", self.max_steps, 1)
         _check_range("augment", self.augment, 0, 1)
         _check_range("length_weight", self.length_weight, 0)
+        if self.dropout is not None:
+            _check_range("dropout", self.dropout, 0, 1 - 1e-9)
         _check_range("average_every", self.average_every, 1)
         _check_range("calibration_samples", self.calibration_samples, 1)
         if not isinstance(self.data_aware, bool):
@@ -193,6 +199,13 @@ def _no_attention_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, BertSelfAttention):
             module.dropout.p = 0.0
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Set every Dropout module of ``model`` (hidden, attention probabilities, classifier) to ``p``."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def compress_preset(name: str, **overrides: Any) -> CompressConfig:
@@ -386,6 +399,8 @@ def compress(
         )
     torch.manual_seed(config.seed)
     student, plans, schedule = build_student(teacher_model, config, stats)
+    if config.dropout is not None:
+        set_dropout(student, config.dropout)
     if attn:
         student.config._attn_implementation = "eager"
         _no_attention_dropout(student)
