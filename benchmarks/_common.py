@@ -74,6 +74,7 @@ BEFORE_THE_SETTING = {
     "average_last": 0.0,
     "augment_swap": "batch",
     "length_weight": 0.0,
+    "dropout": None,
     "data_aware": False,
     "calibration_samples": 2048,
 }
@@ -91,7 +92,9 @@ def recipe_changes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     out = {}
     unused = NOT_RECIPE | UNUSED_BY_METHOD.get(config.get("method", "hybrid"), set())
-    for field, default in asdict(CompressConfig()).items():
+    # Defaults that depend on the run (w_attention is 0 where heads were removed) come from a config like its own.
+    defaults = asdict(CompressConfig(keep_heads=config.get("keep_heads", 1.0)))
+    for field, default in defaults.items():
         if field in unused or (
             (field == "average_every" and not config.get("average_last"))
             or (field == "augment_swap" and not config.get("augment"))

@@ -89,21 +89,30 @@ def test_training_cost_counts_steps_to_come_within_a_point():
     (c,) = training_cost(rows)
     assert c["distill_only_row"] == "long" and c["distill_only_steps"] == 9000 and c["step_ratio"] == 12.0
     # ... among those of the same recipe: an augmented LadaBERT run is not compared with a plain baseline.
-    aug = dist("long-aug", 6000, [[6000, 0.871]]) | {"augment": 0.3}
+    augmented = {"augment": 0.3, "recipe_changes": {"augment": {"run": 0.3, "default": 0.0}}}
+    aug = dist("long-aug", 6000, [[6000, 0.871]]) | augmented
     (c,) = training_cost([*rows, aug])
     assert c["distill_only_row"] == "long"
     baselines = rows[1:]
-    (c,) = training_cost([lada | {"augment": 0.3}, *baselines, aug])
+    (c,) = training_cost([lada | augmented, *baselines, aug])
     assert c["distill_only_row"] == "long-aug" and c["step_ratio"] == 8.0
-    assert training_cost([lada | {"augment": 0.3}, *baselines]) == []
+    assert training_cost([lada | augmented, *baselines]) == []
     # Two LadaBERT rows of two recipes: each is paired with the baseline of its own recipe.
-    lada_aug = lada | {"id": "hybrid-unstructured-10x-aug", "augment": 0.3}
+    lada_aug = lada | {"id": "hybrid-unstructured-10x-aug"} | augmented
     pairs = training_cost([lada_aug, *rows, aug])
     assert [(c["ladabert_row"], c["distill_only_row"]) for c in pairs] == [
         ("hybrid-unstructured-10x-aug", "long-aug"),
         ("hybrid-unstructured-10x", "long"),
     ]
     assert [c["augment"] for c in pairs] == [0.3, 0.0]
+    # A setting distill-only does not have (the schedule) does not split a pair; one of the loss does.
+    late = {"recipe_changes": {"schedule_fraction": {"run": 0.5, "default": 0.25}}}
+    (c,) = training_cost([lada | late, *baselines])
+    assert c["distill_only_row"] == "long"
+    no_att = {"recipe_changes": {"w_attention": {"run": 0.0, "default": 1.0}}}
+    assert training_cost([lada | no_att, *baselines]) == []
+    (c,) = training_cost([lada | no_att, dist("long-noatt", 4500, [[4500, 0.9]]) | no_att, *baselines])
+    assert c["distill_only_row"] == "long-noatt" and c["step_ratio"] == 6.0
 
 
 def test_sweep_runs_each_setting_once_and_rebuilds_the_json(

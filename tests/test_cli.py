@@ -135,8 +135,11 @@ def test_compress_options_reach_the_config():
     )
     cfg = _compress_config(run, prefix="compress_")
     assert (cfg.schedule_fraction, cfg.max_steps) == (0.4, 7)
-    assert _compress_config(build_parser().parse_args(argv + ["--length-weight", "1.5"])).length_weight == 1.5
-    assert _compress_config(build_parser().parse_args(argv)).length_weight == 0.0
+    assert _compress_config(build_parser().parse_args(argv + ["--length-weight", "0"])).length_weight == 0.0
+    assert _compress_config(build_parser().parse_args(argv)).length_weight == 1.5
+    cfg = _compress_config(build_parser().parse_args(argv + ["--dropout", "0", "--w-attention", "0"]))
+    assert (cfg.dropout, cfg.w_attention) == (0.0, 0.0)
+    assert _compress_config(build_parser().parse_args(argv)).w_attention == 1.0
 
 
 def test_export_options_reach_the_config():

@@ -122,7 +122,10 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (0: at the end)")
         p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (for resuming)")
     for w in ("temperature", "w-logits", "w-hidden", "w-attention", "w-hard"):
-        p.add_argument(f"--{w}", type=float, default=None, help="distillation loss setting")
+        more = (
+            " (default 1 where the student keeps the teacher's heads, else 0)" if w == "w-attention" else ""
+        )
+        p.add_argument(f"--{w}", type=float, default=None, help=f"distillation loss setting{more}")
     p.add_argument(
         "--augment",
         type=float,
@@ -141,7 +144,7 @@ def _add_compress_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         type=float,
         default=None,
         help="draw training examples with probability proportional to their token count to this power "
-        "(default 0: uniform; SST-2 trains on phrases and is judged on whole sentences)",
+        "(default 1.5; 0: uniform; SST-2 trains on phrases and is judged on whole sentences)",
     )
     p.add_argument(
         "--dropout",

@@ -158,7 +158,12 @@ def test_killed_compression_resumes_to_the_same_step_count(tmp_path, tiny_teache
 @pytest.mark.parametrize("method", ["svd", "prune", "distill-only"])
 def test_ablations_run_through_the_same_path(tmp_path, tiny_teacher, synthetic_glue, method):
     m = compress(_cfg(method=method, max_steps=30), tiny_teacher, tmp_path / method, data_dir=synthetic_glue)
-    assert m["method"] == method and m["steps"] == 30
+    assert m["method"] == method and m["steps"] == 30 and m["config"]["w_attention"] == 1.0
+    if method == "distill-only":  # attention distillation keeps the teacher's heads in the narrow student
+        saved = json.loads((tmp_path / method / "config.json").read_text())
+        teacher = json.loads((tiny_teacher / "config.json").read_text())
+        assert saved["num_attention_heads"] == teacher["num_attention_heads"]
+        assert saved["hidden_size"] < teacher["hidden_size"]
     tol = 0.2 if method == "distill-only" else 0.06  # width moves in whole heads on a tiny model
     assert m["ratio"] == pytest.approx(3.0, rel=tol)
     again = evaluate(tmp_path / method, "sst2", data_dir=synthetic_glue, max_length=32)
@@ -180,6 +185,23 @@ def test_narrow_student_matches_the_parameter_budget():
         and cfg.intermediate_size == 4 * cfg.hidden_size
     )
     assert n == pytest.approx(n_teacher / 10, rel=0.1)
+    # For attention distillation: every head kept, each narrower.
+    same = narrow_student_config(teacher, n_teacher // 10, same_heads=True)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in BertForSequenceClassification(same).parameters())
+    assert (
+        same.num_attention_heads == 12
+        and same.hidden_size % 12 == 0
+        and same.hidden_size < cfg.hidden_size + 32
+    )
+    assert n == pytest.approx(n_teacher / 10, rel=0.1)
+
+
+def test_attention_defaults_follow_the_students_heads():
+    assert CompressConfig().w_attention == 1.0 and CompressConfig(method="distill-only").w_attention == 1.0
+    assert CompressConfig(keep_heads=0.5).w_attention == 0.0  # fewer heads than the teacher: no maps to match
+    assert CompressConfig(keep_ffn=0.5).w_attention == 1.0
+    assert CompressConfig(w_attention=0.0).w_attention == 0.0
 
 
 def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthetic_glue):
@@ -189,8 +211,8 @@ def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthe
         _cfg(method="distill")
     with pytest.raises(ValueError, match="hybrid must be >= 0"):
         _cfg(hybrid=-0.1)
-    with pytest.raises(ValueError, match="set w_attention to 0 for distill-only"):
-        _cfg(method="distill-only", w_attention=1.0)
+    with pytest.raises(ValueError, match="w_attention needs the student's heads"):
+        _cfg(keep_heads=0.5, w_attention=1.0)
     with pytest.raises(ValueError, match="dropout must be >= 0"):
         _cfg(dropout=-0.1)
     with pytest.raises(ValueError, match="dropout must be >= 0 and <= 0.99"):
@@ -228,7 +250,7 @@ def test_compression_with_length_weighted_sampling_still_learns(
     assert m["value"] >= 0.9  # chance is 0.5
     # Without the setting Trainer keeps its own uniform sampler.
     calls.clear()
-    compress(_cfg(), tiny_teacher, tmp_path / "uniform", data_dir=synthetic_glue)
+    compress(_cfg(length_weight=0.0), tiny_teacher, tmp_path / "uniform", data_dir=synthetic_glue)
     assert calls == []
 
 
@@ -248,7 +270,8 @@ def test_student_dropout_setting_reaches_every_dropout_module_while_it_trains(
     m = compress(_cfg(dropout=0.0), tiny_teacher, tmp_path / "d0", data_dir=synthetic_glue, callbacks=[off])
     assert off.p == {0.0} and m["config"]["dropout"] == 0.0 and m["steps"] == 60
     assert m["value"] >= 0.9  # chance is 0.5
-    compress(_cfg(max_steps=2), tiny_teacher, tmp_path / "dflt", data_dir=synthetic_glue, callbacks=[default])
+    cfg = _cfg(max_steps=2, w_attention=0.0)
+    compress(cfg, tiny_teacher, tmp_path / "dflt", data_dir=synthetic_glue, callbacks=[default])
     assert default.p == {0.1}  # the teacher's (BERT's hidden and attention dropout)
 
 

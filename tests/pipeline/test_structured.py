@@ -106,6 +106,7 @@ def test_structured_settings_are_checked():
         CompressConfig(method="distill-only", keep_ffn=0.5)
     with pytest.raises(ValueError, match="w_attention needs"):
         CompressConfig(keep_heads=0.5, w_attention=1.0)
+    assert CompressConfig(keep_ffn=0.5, w_attention=1.0).w_attention == 1.0  # heads kept: maps comparable
     teacher = _bert()
     # A quarter of the heads and an eighth of the FFN alone give more than 3x: 1.2x is below that.
     with pytest.raises(LadaBertError, match="removing heads and FFN neurons alone gives"):
