@@ -3,7 +3,8 @@
 The loss is a weighted sum of
 - soft cross-entropy between temperature-scaled teacher and student logits (times T^2),
 - MSE between each student hidden state (embeddings and every layer) and the teacher's, over real tokens,
-- optionally MSE between attention maps, and cross-entropy on the gold labels.
+- KL divergence from the teacher's attention distributions (MiniLM's signal; ``CompressConfig`` turns it on
+  wherever the student keeps the teacher's heads), and optionally cross-entropy on the gold labels.
 
 With ``augment`` > 0 every second training example has some of its tokens replaced (:func:`augment_tokens`)
 before both models see it.
