@@ -124,7 +124,7 @@ GRID: dict[str, dict[str, Any]] = {
     **_seeds("10x-len1.5-att1", (42,), ratio=10.0, length_weight=1.5, w_attention=1.0),
     # Attention distillation turns the student's attention dropout off, and those runs were at their final
     # level by step 1,500: is part of that the dropout? Dropout 0 everywhere in the student, on top of length
-    # weighting without the attention term (which distill-only, with fewer heads, cannot share). And a lower
+    # weighting without the attention term. And a lower
     # learning rate: the data-aware student starts close to the teacher; 3e-4 was chosen at share 0.5 from
     # plain SVD (1,200 steps, 1e-4 far behind), 6e-4 went down.
     **_seeds("5x-len1.5-drop0", ratio=5.0, length_weight=1.5, dropout=0.0),

@@ -111,7 +111,8 @@ class CompressConfig(JsonConfig):
     length_weight: float = 1.5
     # Dropout in the student while it is distilled (every Dropout module: hidden, attention, classifier);
     # None keeps the teacher's (0.1 in BERT). The student is a compressed copy of a model that was already
-    # fine-tuned with dropout, fitting soft targets on augmented data: the sweep tests whether it still helps.
+    # fine-tuned with dropout, fitting soft targets on augmented data (sweep setting 5x-len1.5-drop0 asks
+    # whether dropout still helps there).
     dropout: float | None = None
     # Data-aware compression (pipeline.calibrate): truncate and prune for each layer's outputs on
     # ``calibration_samples`` training examples (input covariances; token frequencies for the embedding
