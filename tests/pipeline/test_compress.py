@@ -265,10 +265,22 @@ def test_student_dropout_setting_reaches_every_dropout_module_while_it_trains(
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
             self.p |= {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+            # transformers' SDPA attention passes a float to the fused kernel instead of using its module
+            self.p |= {m.dropout_prob for m in model.modules() if hasattr(m, "dropout_prob")}
+            self.sdpa = any(hasattr(m, "dropout_prob") for m in model.modules())
 
     off, default = Seen(), Seen()
-    m = compress(_cfg(dropout=0.0), tiny_teacher, tmp_path / "d0", data_dir=synthetic_glue, callbacks=[off])
+    m = compress(
+        _cfg(dropout=0.0, w_attention=0.0),
+        tiny_teacher,
+        tmp_path / "d0",
+        data_dir=synthetic_glue,
+        callbacks=[off],
+    )
     assert off.p == {0.0} and m["config"]["dropout"] == 0.0 and m["steps"] == 60
+    assert off.sdpa  # without the attention term the student keeps SDPA attention: its float was reached too
+    saved = json.loads((tmp_path / "d0" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.1  # the teacher's
     assert m["value"] >= 0.9  # chance is 0.5
     cfg = _cfg(max_steps=2, w_attention=0.0)
     compress(cfg, tiny_teacher, tmp_path / "dflt", data_dir=synthetic_glue, callbacks=[default])

@@ -201,17 +201,21 @@ def _no_attention_dropout(model: torch.nn.Module) -> None:
     attention-distillation term would compare the teacher's maps with randomly zeroed and rescaled ones)."""
     from transformers.models.bert.modeling_bert import BertSelfAttention
 
-    model.config.attention_probs_dropout_prob = 0.0
-    for module in model.modules():
+    for module in model.modules():  # the saved config keeps the teacher's value
         if isinstance(module, BertSelfAttention):
             module.dropout.p = 0.0
+            if hasattr(module, "dropout_prob"):  # the SDPA attention reads this float instead
+                module.dropout_prob = 0.0
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Set every Dropout module of ``model`` (hidden, attention probabilities, classifier) to ``p``."""
+    """Set every dropout of ``model`` (hidden, attention probabilities, classifier) to ``p``: the Dropout
+    modules, and the float that transformers' SDPA attention passes to the fused kernel instead."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
+        elif isinstance(getattr(module, "dropout_prob", None), float):
+            module.dropout_prob = p
 
 
 def compress_preset(name: str, **overrides: Any) -> CompressConfig:
