@@ -257,34 +257,58 @@ def render(task: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / f"accuracy_vs_ratio_{task}.png", dpi=120)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in d["rows"]:
-        if (
-            r["ratio_target"] == 10.0
-            and r["method"] in ("hybrid", "distill-only")
-            and r["pattern"] in ("unstructured", "none")
+    _plot_steps(d, task, plt)
+    print(f"rendered {RESULTS / f'accuracy_{task}.md'} and two plots")
+
+
+def steps_panels(rows: list[dict[str, Any]], costs: list[dict[str, Any]]) -> list[tuple[str, list[dict]]]:
+    """The accuracy-vs-steps panels: one per full-data 10x comparison of distinct recipe (today's first), each
+    with that comparison's LadaBERT row and every full-data 10x distill-only row of the same recipe."""
+    by_id = {r["id"]: r for r in rows}
+    panels, seen = [], set()
+    for c in costs:
+        lada = by_id.get(c["ladabert_row"])
+        if not lada or lada["train_fraction"] != 1.0 or _recipe(lada) in seen or len(panels) == 2:
+            continue
+        seen.add(_recipe(lada))
+        dists = [
+            r
+            for r in rows
+            if r["method"] == "distill-only"
+            and r["train_fraction"] == 1.0
+            and r["ratio_target"] == lada["ratio_target"]
+            and _recipe(r) == _recipe(lada)
             and r["curve"]
-        ):
-            ax.plot([c[0] for c in r["curve"]], [100 * c[1] for c in r["curve"]], "o-", label=r["id"])
-    ax.axhline(100 * t, color="k", ls="--", label="teacher")
-    # The first full-data comparison (of the first LadaBERT 10x row that has a baseline of its recipe).
-    c = next((c for c in d.get("training_cost", []) if c["setting"].startswith("10x, full")), None)
-    if c:
-        ax.axhline(100 * c["target"], color="gray", ls=":", label="LadaBERT final - 1 pt")
-        if c.get("ladabert_schedule_end"):
-            ax.axvline(
-                c["ladabert_schedule_end"], color="C0", ls=":", lw=0.8, label="LadaBERT at 10x from here"
-            )
-    ax.set(
-        xscale="log",
-        xlabel="training steps",
-        ylabel=f"dev {d['metric']} (%)",
-        title=f"{task} 10x: accuracy vs steps",
-    )
-    ax.legend(fontsize=8)
+        ]
+        title = describe_changes(lada.get("recipe_changes") or {})
+        panels.append(("today's recipe" if title == "default" else title, [lada, *dists]))
+    return panels
+
+
+def _plot_steps(d: dict[str, Any], task: str, plt: Any) -> None:
+    panels = steps_panels(d["rows"], d.get("training_cost", []))
+    t = d["teacher_value"]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.6), sharey=True)
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    costs = {c["ladabert_row"]: c for c in d.get("training_cost", [])}
+    for ax, (title, rows) in zip(axes, panels, strict=False):
+        for r in rows:
+            ax.plot([c[0] for c in r["curve"]], [100 * c[1] for c in r["curve"]], "o-", ms=3, label=r["id"])
+        ax.axhline(100 * t, color="k", ls="--", label="teacher")
+        c = costs.get(rows[0]["id"])
+        if c:
+            ax.axhline(100 * c["target"], color="gray", ls=":", label="LadaBERT final - 1 pt")
+            if c.get("ladabert_schedule_end"):
+                ax.axvline(
+                    c["ladabert_schedule_end"], color="C0", ls=":", lw=0.8, label="LadaBERT at 10x from here"
+                )
+        ax.set(xscale="log", xlabel="training steps", title=f"{task} 10x, {title}"[:90])
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel(f"dev {d['metric']} (%)")
     fig.tight_layout()
     fig.savefig(RESULTS / f"accuracy_vs_steps_{task}.png", dpi=120)
-    print(f"rendered {RESULTS / f'accuracy_{task}.md'} and two plots")
+    plt.close("all")
 
 
 def ratio_lines(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:

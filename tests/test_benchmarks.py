@@ -381,3 +381,27 @@ def test_report_averages_the_seeds_of_one_recipe_whatever_the_sweep_id():
         == "| hybrid unstructured 5x | temperature 1 | 2 | 42: 89.00%, 7: 87.00% | **88.00%** | 97.8% |"
     )
     assert seed_means(rows[:1]) == ""
+
+
+def test_steps_plot_has_one_panel_per_recipe_with_its_own_baselines():
+    from benchmarks.accuracy import steps_panels
+
+    old = {"recipe_changes": {"w_attention": {"run": 0.0, "default": 1.0}}}
+
+    def row(rid, method, **kw):
+        base = {"id": rid, "method": method, "pattern": "unstructured", "ratio_target": 10.0}
+        return base | {"train_fraction": 1.0, "curve": [[250, 0.8]], "recipe_changes": {}} | kw
+
+    rows = [
+        row("lada", "hybrid"),
+        row("dist", "distill-only"),
+        row("lada-old", "hybrid", **old),
+        row("dist-old", "distill-only", **old),
+        row("dist-10pct", "distill-only", train_fraction=0.1),
+    ]
+    costs = [{"ladabert_row": "lada", "target": 0.8}, {"ladabert_row": "lada-old", "target": 0.8}]
+    panels = steps_panels(rows, costs)
+    assert [(t, [r["id"] for r in rs]) for t, rs in panels] == [
+        ("today's recipe", ["lada", "dist"]),
+        ("w_attention 0 (now 1)", ["lada-old", "dist-old"]),
+    ]
