@@ -23,8 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu and not slow" -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks research
+	$(BIN)/ruff format --check src tests benchmarks research
 
 clean:
 	rm -rf runs .pytest_cache build src/*.egg-info

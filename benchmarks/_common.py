@@ -12,8 +12,8 @@ from ladabert.utils import run_environment, write_json_atomic
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def load_results(name: str) -> dict[str, Any] | None:
-    path = RESULTS / name
+def load_results(name: str, results: Path | None = None) -> dict[str, Any] | None:
+    path = (results or RESULTS) / name
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -30,11 +30,11 @@ def read_teacher_metrics(teacher: str, task: str, tool: str) -> dict[str, Any] |
     return None
 
 
-def save_results(name: str, data: dict[str, Any]) -> Path:
-    """Write ``data`` plus machine, versions and git sha to ``benchmarks/results/<name>`` atomically."""
+def save_results(name: str, data: dict[str, Any], results: Path | None = None) -> Path:
+    """Write ``data`` plus machine, versions and git sha to ``<results>/<name>`` atomically."""
     env = run_environment()
     payload = {**data, **{k: v for k, v in env.items() if k not in data}}
-    return write_json_atomic(RESULTS / name, payload)
+    return write_json_atomic((results or RESULTS) / name, payload)
 
 
 # CompressConfig fields that say *what* a run compresses or how it logs, not the training recipe: a run that

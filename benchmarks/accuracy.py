@@ -6,7 +6,7 @@
 
 One run per row; a row already in ``benchmarks/results/accuracy_<task>.json`` is skipped, and a killed
 row resumes from its checkpoints (students live in ``runs/student-<task>-<method>-<pattern>-<R>x``), so
-the command can be re-run across sessions until the table is complete. Writes the JSON, a markdown
+the command can be re-run until the table is complete. Writes the JSON, a markdown
 table (``accuracy_<task>.md``) and two plots (``accuracy_vs_ratio_<task>.png``,
 ``accuracy_vs_steps_<task>.png``).
 """
@@ -43,7 +43,7 @@ DISTILL_ONLY_LONG_10PCT = 15000  # 10x the steps LadaBERT needs on 10% of the da
 NO_AUGMENT = {"augment": 0.0}
 PLAIN = {"data_aware": False}
 HALF_SCHEDULE = {"schedule_fraction": 0.5}
-# The recipe before length weighting and attention distillation became the default (thirteenth session).
+# The recipe without length weighting and attention distillation (the rows it is compared with).
 NO_ATTENTION = {"length_weight": 0.0, "w_attention": 0.0}
 # Narrow students (latency-oriented, not the paper's recipe): heads and FFN neurons removed before the hybrid
 # compression, rank pattern (whole rank components) so that the CPU export gets smaller dense matrices.
@@ -104,6 +104,12 @@ ROWS: list[tuple[Any, ...]] = [
     ("svd", "unstructured", 10.0, 1.0, None, NO_AUGMENT),
     ("prune", "unstructured", 10.0, 1.0, None, NO_AUGMENT),
 ]
+
+
+def row_changes(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """How the row's recorded config differs from the current defaults (computed when rendering; the row
+    itself keeps its full config, so it never changes meaning)."""
+    return recipe_changes(row["config"]) if "config" in row else row.get("recipe_changes") or {}
 
 
 def row_id(
@@ -188,7 +194,7 @@ def row_from_run(rid: str, method: str, ratio: float, fraction: float, out: Path
         "bf16_autocast": bool(m.get("bf16_autocast")),
         "augment": m["config"].get("augment", 0.0),
         "average_last": m["config"].get("average_last", 0.0),
-        "recipe_changes": recipe_changes(m["config"]),
+        "config": m["config"],
         "device": m["device"],
         "curve": m["curve"],
         "schedule": m.get("schedule", []),
@@ -203,14 +209,14 @@ def render(task: str) -> None:
         raise SystemExit(f"no accuracy_{task}.json yet")
     t = d["teacher_value"]
     lines = [
-        f"| row | method | pattern | SVD share | recipe (vs today's defaults) | target | exact ratio | non-zero params "
+        f"| row | method | pattern | SVD share | recipe (how it differs from the current defaults) | target | exact ratio | non-zero params "
         f"| dev {d['metric']} | % of teacher | steps | wall | device |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| teacher | fine-tuned | - | - | - | 1x | 1.000x | {d['teacher_params']:,} | {100 * t:.2f}% | 100.0% | "
         f"{d.get('teacher_steps', '-')} | - | - |",
     ]
     for r in d["rows"]:
-        recipe = describe_changes(r["recipe_changes"]) if "recipe_changes" in r else "?"
+        recipe = describe_changes(row_changes(r))
         lines.append(
             f"| {r['id']} | {r['method']} | {r['pattern']} | {'-' if r.get('hybrid') is None else r['hybrid']} | "
             f"{recipe} | "
@@ -280,7 +286,7 @@ def steps_panels(rows: list[dict[str, Any]], costs: list[dict[str, Any]]) -> lis
             and _recipe(r) == _recipe(lada)
             and r["curve"]
         ]
-        title = describe_changes(lada.get("recipe_changes") or {})
+        title = describe_changes(row_changes(lada))
         panels.append(("today's recipe" if title == "default" else title, [lada, *dists]))
     return panels
 
@@ -316,7 +322,7 @@ def ratio_lines(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float
     so that a line never mixes recipes (rows read back from older runs stay in the table, off the plot)."""
     groups: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        if r["train_fraction"] == 1.0 and not r.get("recipe_changes"):
+        if r["train_fraction"] == 1.0 and not row_changes(r):
             groups.setdefault(f"{r['method']} ({r['pattern']})", []).append((r["ratio"], 100 * r["value"]))
     return {name: sorted(pts) for name, pts in sorted(groups.items())}
 
@@ -338,7 +344,7 @@ PAIRED = (
 
 
 def _recipe(row: dict[str, Any]) -> tuple[Any, ...]:
-    changes = row.get("recipe_changes") or {}
+    changes = row_changes(row)
     return tuple(changes[f]["run"] if f in changes else "default" for f in PAIRED)
 
 

@@ -214,21 +214,15 @@ def _row(op, k_in, n_out, m, ratio, backend, ms, flops, nbytes, dense_ms, copy_g
 def _end_to_end(torch, do_bench) -> list[dict]:
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ladabert.pipeline import hybrid
-    from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs
+    from ladabert import CompressConfig, build_student
 
     cfg = BertConfig(num_labels=2, attn_implementation="sdpa")
     base = BertForSequenceClassification(cfg).eval()
-    n = sum(p.numel() for p in base.parameters())
-    models = {"bert-base": base.to("cuda", torch.bfloat16)}
+    models = {}
     for ratio in (5.0, 10.0):
-        teacher = BertForSequenceClassification(cfg).eval()
-        plan = hybrid.allocate(hybrid.matrix_shapes(teacher), n, ratio, 0.5, "unstructured")
-        s = hybrid.install(teacher, plan)
-        s.config.ladabert = {"layers": layer_specs(s)}
-        st = LadaBertForSequenceClassification(s.config)
-        st.load_state_dict(s.state_dict())
-        models[f"student-{ratio:g}x"] = st.eval().to("cuda", torch.bfloat16).set_backend("triton")
+        st = build_student(base, CompressConfig(ratio=ratio, hybrid=0.5, data_aware=False))
+        models[f"student-{ratio:g}x"] = st.to("cuda", torch.bfloat16).set_backend("triton")
+    models = {"bert-base": base.to("cuda", torch.bfloat16), **models}
     out = []
     for batch in (64, 256):
         ids = torch.randint(1000, 20000, (batch, 128), device="cuda")

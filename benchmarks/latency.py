@@ -29,7 +29,7 @@ def host_slug() -> str:
 def best_table(d: dict) -> list[str]:
     """Markdown lines: every model on its fastest backend, against BERT-base's fastest (and the reference
     model's, e.g. the teacher bundle, when the run measured one)."""
-    from ladabert.export.latency import best_backends
+    from ladabert.bench.latency import best_backends
 
     best = d.get("best") or best_backends(d["rows"])
     ref = next((b["reference"] for b in best if b.get("reference")), None)
@@ -154,25 +154,23 @@ def main(argv: list[str] | None = None) -> int:
         render(Path(args.render))
         return 0
 
+    from ladabert import BenchConfig, benchmark
     from ladabert.errors import LadaBertError
-    from ladabert.export.latency import ALL_BACKENDS, NARROW_DEFAULT, run_benchmark
 
-    batches, seqs = ([1, 8], [128]) if args.quick else ([1, 8, 32], [32, 128, 384])
-    rounds = args.rounds or (20 if args.quick else 10)
+    settings = {
+        "ratios": args.ratios,
+        "threads": args.threads,
+        "bundles": args.bundle,
+        "pattern": args.pattern,
+    }
+    settings.update({"backends": args.backends} if args.backends else {})
+    settings.update({"rounds": args.rounds} if args.rounds else {})
+    settings.update({"narrow": False} if args.no_narrow else {})
+    if args.narrow:
+        settings.update(narrow_keep_heads=args.narrow[0], narrow_keep_ffn=args.narrow[1])
+    settings["openvino_static"] = not args.openvino_dynamic
     try:
-        res = run_benchmark(
-            args.ratios,
-            list(args.backends or ALL_BACKENDS),
-            batches,
-            seqs,
-            args.threads,
-            rounds,
-            warmup=2,
-            bundles=[Path(b) for b in args.bundle],
-            pattern=args.pattern,
-            narrow=None if args.no_narrow else tuple(args.narrow or NARROW_DEFAULT),
-            openvino_static=not args.openvino_dynamic,
-        )
+        res = benchmark(BenchConfig.preset("quick" if args.quick else "default", **settings))
     except LadaBertError as exc:
         print(f"benchmarks.latency: error: {exc}", file=sys.stderr)
         return 2

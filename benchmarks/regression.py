@@ -22,23 +22,23 @@ BASELINE = Path(__file__).resolve().parent / "baseline.json"
 
 
 def measure_ratios(threads: int, rounds: int, disable: tuple[str, ...], pattern: str) -> tuple[dict, list]:
-    from ladabert.export.latency import NARROW_DEFAULT, openvino_available, run_benchmark
+    from ladabert import BenchConfig, benchmark
+    from ladabert.export.runtime import openvino_available
 
     backends = ["ort-fp32", "ort-int8"] + (["openvino-bf16"] if openvino_available() else [])
-    res = run_benchmark(
-        [5.0, 10.0],
-        backends,
-        [1],
-        [128],
-        threads,
-        rounds,
+    cfg = BenchConfig(
+        ratios=(5.0, 10.0),
+        backends=tuple(backends),
+        batches=(1,),
+        seqs=(128,),
+        threads=threads,
+        rounds=rounds,
         warmup=3,
         pattern=pattern,
-        progress=False,
         disable=disable,
         min_seconds=20.0,
-        narrow=NARROW_DEFAULT,
     )
+    res = benchmark(cfg, progress=False)
     rows = res["rows"]
     base = {r["backend"]: r["median_ms"] for r in rows if r["model"] == "bert-base"}
     ratios = {

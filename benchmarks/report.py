@@ -1,9 +1,11 @@
-"""Render the README's results section from the JSON in ``benchmarks/results/``.
+"""Render the results from the JSON in ``benchmarks/results/``: README's two tables and ``docs/results.md``.
 
-    python -m benchmarks.report            # rewrites the block between the results markers in README.md
-    python -m benchmarks.report --print    # prints it instead
+    python -m benchmarks.report            # rewrites the block between the results markers of README.md
+                                           # and docs/results.md
+    python -m benchmarks.report --print    # prints both instead
 
-Nothing in that block is typed by hand: every number comes from a results file.
+Nothing in either is typed by hand: every number comes from a results file. The studies of
+``research/`` render into ``docs/experiments.md`` with ``python -m research.report``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from pathlib import Path
 from benchmarks._common import RESULTS, describe_changes, recipe_changes
 from benchmarks.latency import best_table
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS_DOC = ROOT / "docs" / "results.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The latency run the README quotes: the default settings of benchmarks.latency on one machine.
+README_LATENCY = "latency_vm.json"
 
 
 def _pct(x: float) -> str:
@@ -32,39 +38,73 @@ def _machine(d: dict) -> str:
     )
 
 
-def seed_means(rows: list[dict]) -> str:
-    """A table of the recipes run with more than one seed: each seed's final value, their mean, and the mean as
-    a share of the teacher (empty when no recipe has two seeds). Runs are grouped by what they compress (method,
-    pattern, ratio) and by how their recorded config differs from today's defaults, the seed aside, so that a
-    run of the default recipe counts with the others whatever its sweep id says."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        cfg = r.get("config") or {}
-        what = {k: cfg.get(k, r["overrides"].get(k)) for k in ("method", "pattern", "ratio")}
-        changes = (
-            {k: v["run"] for k, v in recipe_changes(cfg).items() if k != "seed"} if cfg else r["overrides"]
-        )
-        groups.setdefault(json.dumps([what, changes], sort_keys=True, default=str), []).append(r)
-    lines = []
-    for key, runs in groups.items():
-        if len(runs) < 2:
-            continue
-        what, changes = json.loads(key)
-        fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
-        recipe = ", ".join(f"{k} {fmt(v)}" for k, v in changes.items()) or "default recipe"
-        mean = sum(r["value"] for r in runs) / len(runs)
-        seeds = ", ".join(f"{(r.get('config') or {}).get('seed', '?')}: {_pct(r['value'])}%" for r in runs)
+def _todays_rows(d: dict) -> list[dict]:
+    """The accuracy rows trained with today's defaults on all the data: one per ratio of the hybrid student
+    (unstructured pattern, every head and neuron kept), then the distill-only baseline."""
+    rows = [
+        r
+        for r in d["rows"]
+        if r["train_fraction"] == 1.0
+        and not recipe_changes(r["config"])
+        and r["config"]["keep_heads"] == 1.0
+        and r["config"]["keep_ffn"] == 1.0
+        and (r["method"], r["pattern"]) in (("hybrid", "unstructured"), ("distill-only", "none"))
+    ]
+    return sorted(rows, key=lambda r: (r["method"] == "distill-only", r["ratio_target"]))
+
+
+def readme_accuracy(task: str = "sst2") -> str:
+    path = RESULTS / f"accuracy_{task}.json"
+    d = json.loads(path.read_text())
+    lines = [
+        f"| model | ratio | non-zero params | {d['task']} dev {d['metric']} | of the teacher | steps |",
+        "|---|---|---|---|---|---|",
+        f"| teacher (all-MiniLM-L6-v2, fine-tuned) | 1x | {d['teacher_params']:,} | {_pct(d['teacher_value'])}% | "
+        f"100% | {d.get('teacher_steps', '-'):,} |",
+    ]
+    for r in _todays_rows(d):
+        name = "LadaBERT" if r["method"] == "hybrid" else "distill-only baseline (dense, narrower)"
         lines.append(
-            f"| {what['method']} {what['pattern']} {fmt(what['ratio'])}x | {recipe} | {len(runs)} | {seeds} | "
-            f"**{_pct(mean)}%** | {100 * mean / runs[0]['teacher_value']:.1f}% |"
+            f"| {name} `{r['id']}` | {r['ratio']:.2f}x | {r['params']:,} | **{_pct(r['value'])}%** | "
+            f"{100 * r['value'] / d['teacher_value']:.1f}% | {r['steps']:,} |"
         )
-    if not lines:
-        return ""
-    head = (
-        "| student | recipe (what differs from today's defaults) | runs | final by seed | mean | mean / teacher |\n"
-        "|---|---|---|---|---|---|\n"
+    return (
+        f"Accuracy (`benchmarks/results/{path.name}`; today's defaults, one seed, fp32 models; "
+        f"{_machine(d)}):\n\n" + "\n".join(lines)
     )
-    return "\n\nRecipes run with several seeds:\n\n" + head + "\n".join(lines)
+
+
+def readme_latency() -> str:
+    path = RESULTS / README_LATENCY
+    d = json.loads(path.read_text())
+    best = [b for b in d["best"] if b["seq"] == 128 and b["batch"] in (1, 8)]
+    by = {(b["model"], b["batch"]): b for b in best}
+    models = sorted(
+        {b["model"] for b in best}, key=lambda m: (m != "bert-base", round(by[(m, 1)]["ratio"]), m)
+    )
+    lines = [
+        "| model | ratio | batch 1: fastest backend | ms | vs BERT-base | batch 8: fastest backend | ms | vs BERT-base |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        cells = []
+        for batch in (1, 8):
+            b = by.get((m, batch))
+            cells += (
+                [b["backend"], f"{b['median_ms']:.1f}", f"{b['speedup_vs_bert_base_fastest']:.2f}x"]
+                if b
+                else ["-"] * 3
+            )
+        lines.append(f"| {m} | {by[(m, 1)]['ratio']:.1f}x | " + " | ".join(cells) + " |")
+    return (
+        f"Latency (`benchmarks/results/{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence "
+        "128, interleaved medians of one run, each model on its fastest backend; BERT-base-shaped students with "
+        "random weights):\n\n" + "\n".join(lines)
+    )
+
+
+def readme_block() -> str:
+    return readme_accuracy() + "\n\n" + readme_latency()
 
 
 def render() -> str:
@@ -114,13 +154,12 @@ def render() -> str:
             parts.append(
                 "Teacher recipe sweep (the same `ladabert finetune` command with the flags changed; the best-"
                 "evaluated column is for reference only, no checkpoint is picked on the dev set; wall times are "
-                "not comparable across rows: the runs shared the 2 cores with different other jobs):\n\n"
-                + "\n".join(rows)
+                "not comparable across rows):\n\n" + "\n".join(rows)
             )
     for path in sorted(RESULTS.glob("compress_*.json")):
         d = json.loads(path.read_text())
         rows = [
-            "| method | pattern | recipe (vs today's defaults) | target | exact ratio | encoder ratio | non-zero params | dev "
+            "| method | pattern | recipe (how it differs from the current defaults) | target | exact ratio | encoder ratio | non-zero params | dev "
             f"{d['metric']} | vs teacher | step 0 (initial-ratio student, untrained) | steps | wall |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -137,99 +176,6 @@ def render() -> str:
             f"**LadaBERT students** (`{path.name}`; distilled from `{d.get('teacher_dir', '?')}`, teacher "
             f"{_pct(d['teacher_value'])}%, "
             f"{_machine(d)}):\n\n" + "\n".join(rows)
-        )
-    for path in sorted(RESULTS.glob("hybrid_share_*.json")):
-        d = json.loads(path.read_text())
-        ratios = sorted({r["ratio_target"] for r in d["rows"]})
-        shares = sorted({r["hybrid"] for r in d["rows"]})
-        modes = sorted({bool(r.get("data_aware")) for r in d["rows"]})
-        cols = [(x, a) for x in ratios for a in modes]
-        rows = [
-            "| hybrid share h | "
-            + " | ".join(
-                f"{x:g}x" + (", data-aware" if a else ", plain" if len(modes) > 1 else "") for x, a in cols
-            )
-            + " |",
-            "|---|" + "---|" * len(cols),
-        ]
-        for h in shares:
-            cells = [
-                next(
-                    (
-                        f"{_pct(r['value_at_init'])}%"
-                        for r in d["rows"]
-                        if r["hybrid"] == h and r["ratio_target"] == x and bool(r.get("data_aware")) == a
-                    ),
-                    "-",
-                )
-                for x, a in cols
-            ]
-            rows.append(f"| {h:g} | " + " | ".join(cells) + " |")
-        cal = d.get("calibration_samples")
-        parts.append(
-            f"**Hybrid share before distillation** (`{path.name}`): dev {d['metric']} of the teacher compressed "
-            f"with share h of the reduction from SVD (0 = pruning only, 1 = SVD only), no training; teacher "
-            f"{_pct(d['teacher_value'])}%"
-            + (
-                f"; *plain* is the paper's SVD and magnitude pruning, *data-aware* uses {cal:,} training "
-                "examples (`--data-aware`)"
-                if cal
-                else ""
-            )
-            + ".\n\n"
-            + "\n".join(rows)
-        )
-    for path in sorted(RESULTS.glob("sweep_*.json")):
-        d = json.loads(path.read_text())
-        rows = [
-            "| setting | set by the setting (augment: as the run had it) | dev at each evaluation | final | "
-            "steps | wall |"
-        ]
-        rows.append("|---|---|---|---|---|---|")
-        for r in d["rows"]:
-            # Defaults change over time: show the augmentation each run really had.
-            settings = {"augment": (r.get("config") or {}).get("augment", 0.0)} | r["overrides"]
-            changed = ", ".join(
-                f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()
-            )
-            curve = " / ".join(_pct(v) for _, v in r["curve"])
-            rows.append(
-                f"| {r['id']} | {changed} | {curve} | **{_pct(r['value'])}%** | {r['steps']:,} | "
-                f"{r['wall_s'] / 60:.0f} min |"
-            )
-        teacher = d["rows"][0]["teacher_value"] if d["rows"] else float("nan")
-        parts.append(
-            f"**Settings sweep** (`{path.name}`; short `ladabert compress` runs from `{d['teacher_dir']}`, "
-            f"teacher {_pct(teacher)}%, {_machine(d)}, one thread per run):\n\n"
-            + "\n".join(rows)
-            + seed_means(d["rows"])
-        )
-    for path in sorted(RESULTS.glob("agreement_*.json")):
-        d = json.loads(path.read_text())
-        rows = [
-            "| model | train accuracy | train agreement with the teacher | dev accuracy | dev agreement |",
-            "|---|---|---|---|---|",
-        ]
-        buckets = [b["words"] for b in d["rows"][0].get("dev_by_length", [])] if d["rows"] else []
-        if buckets:  # files written since the by-length breakdown exist have it for every model
-            counts = [b["n"] for b in d["rows"][0]["dev_by_length"]]
-            rows[0] += "".join(
-                f" dev {lo}-{hi - 1} words ({n}) |" if hi else f" dev {lo}+ words ({n}) |"
-                for (lo, hi), n in zip(buckets, counts)
-            )
-            rows[1] += "---|" * len(buckets)
-        for r in d["rows"]:
-            rows.append(
-                f"| `{Path(r['model']).name}` | {_pct(r['train_accuracy'])}% | {_pct(r['train_agreement'])}% | "
-                f"{_pct(r['dev_accuracy'])}% | {_pct(r['dev_agreement'])}% |"
-                + "".join(
-                    f" {_pct(b['accuracy'])}% |" if b["n"] else " - |" for b in r.get("dev_by_length", [])
-                )
-            )
-        parts.append(
-            f"**Agreement with the teacher** (`{path.name}`; {d['train_examples']:,} random training sentences "
-            f"and all {d['dev_examples']} dev sentences, fp32 models reloaded from disk):\n\n"
-            + "\n".join(rows)
         )
     for path in sorted(RESULTS.glob("export_*.json")):
         d = json.loads(path.read_text())
@@ -283,31 +229,39 @@ def render() -> str:
             + "\n".join(best)
             + "\n\nEvery backend:\n\n"
             + "\n".join(rows)
-            + f"\n\n![latency](benchmarks/results/{png})"
+            + f"\n\n![latency](../benchmarks/results/{png})"
         )
     for path in sorted(RESULTS.glob("accuracy_*.md")):
+        task = path.stem.split("_", 1)[1]
         parts.append(
             f"**Accuracy table** (`{path.name}`, from `{path.with_suffix('.json').name}`):\n\n"
             + path.read_text().strip()
+            + f"\n\n![accuracy vs ratio](../benchmarks/results/accuracy_vs_ratio_{task}.png)"
+            + f"\n\n![accuracy vs steps](../benchmarks/results/accuracy_vs_steps_{task}.png)"
         )
     return "\n\n".join(parts) if parts else "_No results yet: run the benchmarks._"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--print", action="store_true", help="print the block instead of rewriting README.md")
-    args = p.parse_args(argv)
-    block = render()
-    if args.print:
-        print(block)
-        return 0
-    text = README.read_text()
+def _replace_block(path: Path, block: str) -> None:
+    text = path.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"README.md lacks the {START} ... {END} markers")
+        raise SystemExit(f"{path} lacks the {START} ... {END} markers")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
-    print(f"updated {README}")
+    path.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the files")
+    args = p.parse_args(argv)
+    readme, full = readme_block(), render()
+    if args.print:
+        print(readme + "\n\n" + full)
+        return 0
+    _replace_block(README, readme)
+    _replace_block(RESULTS_DOC, full)
+    print(f"updated {README} and {RESULTS_DOC}")
     return 0
 
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{d} is a {r['task']} run, not {m['task']}")
         value_recorded = r["value"]
         if r.get("bf16_autocast"):
-            # Until 2026-11-24 finetune's final evaluation ran under the autocast wrapper Accelerate puts on
+            # A run's recorded value may come from an evaluation under the autocast wrapper Accelerate puts on
             # the trained model, so the recorded value of a bf16 run may be off by an example or two.
             # Score the saved fp32 model (what `ladabert eval` does) so that every row means the same.
             from ladabert.pipeline.teacher import evaluate
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 "curve": r.get("curve", []),
             }
         )
-    # Runs recorded earlier whose directory is gone (a fresh clone, another session) stay on file as recorded,
+    # Runs recorded earlier whose directory is gone (e.g. in a fresh clone) stay on file as recorded,
     # so that every run of the recipe keeps counting; a directory given again is scored again instead.
     given = {str(Path(d)) for d in [args.teacher, *args.sweep]}
     for r in (load_results(f"teacher_{m['task']}.json") or {}).get("sweep", []):

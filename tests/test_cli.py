@@ -31,7 +31,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 
 def test_bench_rejects_bad_settings_before_building_any_model(tmp_path, capsys, monkeypatch):
-    import ladabert.export.latency as lat
+    import ladabert.bench.latency as lat
 
     def boom(*a, **k):
         raise AssertionError("a model was built before the settings were checked")
@@ -39,10 +39,11 @@ def test_bench_rejects_bad_settings_before_building_any_model(tmp_path, capsys, 
     monkeypatch.setattr(lat, "bert_base_students", boom)
     cases = [
         (["--bundle", str(tmp_path / "nope")], "has no ladabert.json"),
-        (["--backends", "tensorrt"], "unknown backend(s) ['tensorrt']"),
-        (["--ratios", "0.5"], "compression ratios must be > 1"),
-        (["--threads", "0"], "--threads and --rounds must be >= 1"),
-        (["--narrow", "0", "0.5"], "narrow takes two kept shares in (0, 1]"),
+        (["--backends", "tensorrt"], "backends must come from"),
+        (["--ratios", "0.5"], "ratios must be > 1"),
+        (["--threads", "0"], "threads must be >= 1"),
+        (["--narrow-keep-heads", "0"], "narrow_keep_heads must be > 0"),
+        (["--seqs", "1024"], "seqs must be >= 1 and <= 512"),
     ]
     for extra, message in cases:
         assert main(["bench", "--quick", "--out", str(tmp_path / "b.json"), *extra]) == 2
@@ -122,24 +123,54 @@ def test_run_goes_end_to_end_on_a_tiny_model(tmp_path, tiny_bert_dir, synthetic_
     assert capsys.readouterr().out.count("reusing") == 3
 
 
-def test_compress_options_reach_the_config():
-    from ladabert.cli import _compress_config, build_parser
+def test_every_config_field_has_a_flag_that_reaches_the_config():
+    import dataclasses
 
+    from ladabert.cli import RUN_PREFIXED, _compress_config, _export_config, _finetune_config, build_parser
+    from ladabert.config import BenchConfig, CompressConfig, ExportConfig, FinetuneConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    for command, cls in (
+        ("finetune", FinetuneConfig),
+        ("compress", CompressConfig),
+        ("export", ExportConfig),
+        ("bench", BenchConfig),
+    ):
+        flags = {o for a in sub[command]._actions for o in a.option_strings}
+        missing = [f.name for f in dataclasses.fields(cls) if "--" + f.name.replace("_", "-") not in flags]
+        assert not missing, (command, missing)
     argv = ["compress", "--teacher", "t", "--out", "o", "--ratio", "10", "--schedule-fraction", "0.3"]
-    cfg = _compress_config(build_parser().parse_args(argv + ["--initial-ratio", "3", "--max-steps", "900"]))
-    assert (cfg.ratio, cfg.schedule_fraction, cfg.initial_ratio, cfg.max_steps) == (10.0, 0.3, 3.0, 900)
-    cfg = _compress_config(build_parser().parse_args(argv + ["--keep-heads", "0.5", "--keep-ffn", "0.25"]))
-    assert (cfg.keep_heads, cfg.keep_ffn, cfg.structured) == (0.5, 0.25, True)
-    run = build_parser().parse_args(
-        ["run", "--out", "o", "--schedule-fraction", "0.4", "--compress-max-steps", "7"]
+    cfg = _compress_config(
+        parser.parse_args(argv + ["--initial-ratio", "3", "--no-data-aware", "--lr", "1e-4"])
     )
-    cfg = _compress_config(run, prefix="compress_")
-    assert (cfg.schedule_fraction, cfg.max_steps) == (0.4, 7)
-    assert _compress_config(build_parser().parse_args(argv + ["--length-weight", "0"])).length_weight == 0.0
-    assert _compress_config(build_parser().parse_args(argv)).length_weight == 1.5
-    cfg = _compress_config(build_parser().parse_args(argv + ["--dropout", "0", "--w-attention", "0"]))
-    assert (cfg.dropout, cfg.w_attention) == (0.0, 0.0)
-    assert _compress_config(build_parser().parse_args(argv)).w_attention == 1.0
+    assert (cfg.ratio, cfg.schedule_fraction, cfg.initial_ratio, cfg.data_aware, cfg.learning_rate) == (
+        10.0,
+        0.3,
+        3.0,
+        False,
+        1e-4,
+    )
+    assert (
+        _compress_config(parser.parse_args(argv + ["--preset", "quick"])).max_steps
+        == CompressConfig.PRESETS["quick"]["max_steps"]
+    )
+    # `run`: shared flags reach both stages, the --compress- ones only compression.
+    run = parser.parse_args(
+        ["run", "--out", "o", "--max-steps", "5", "--compress-max-steps", "7", "--batch-size", "8"]
+    )
+    ft, cc = _finetune_config(run), _compress_config(run)
+    assert (ft.max_steps, cc.max_steps, ft.batch_size, cc.batch_size) == (5, 7, 8, 8)
+    assert set(RUN_PREFIXED) == {
+        "max_steps",
+        "learning_rate",
+        "warmup_ratio",
+        "weight_decay",
+        "average_last",
+        "average_every",
+    }
+    cfg = _export_config(parser.parse_args(["export", "s", "--out", "o", "--precision", "fp32", "--no-fuse"]))
+    assert (cfg.precisions, cfg.fuse) == (("fp32",), False)
 
 
 def test_export_options_reach_the_config():

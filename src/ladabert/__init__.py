@@ -1,8 +1,17 @@
 """LadaBERT: lightweight adaptation of BERT through hybrid model compression.
 
-Public API (imports are lazy so that ``import ladabert`` is cheap)::
+The user's verbs and types (imports are lazy, so ``import ladabert`` is cheap)::
 
-    from ladabert import finetune, FinetuneConfig, load_glue
+    import ladabert as L
+
+    L.finetune(L.FinetuneConfig(task="sst2"), "runs/teacher")                # a teacher directory
+    L.compress(L.CompressConfig(ratio=5), "runs/teacher", "runs/student")    # a student directory
+    L.export("runs/student", "runs/student-onnx")                             # a validated ONNX bundle
+    L.OnnxClassifier("runs/student-onnx").predict(["a gripping film"])        # serving, no torch
+    L.benchmark(L.BenchConfig.preset("quick"))                                # latency vs BERT-base
+
+In memory: ``L.compress_model(teacher, tokenizer, train, dev, config)`` returns the student module, and
+``L.build_student(teacher, config)`` builds the student's shapes without training.
 """
 
 from __future__ import annotations
@@ -12,12 +21,26 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    # verbs
     "finetune": "ladabert.pipeline.teacher",
     "evaluate": "ladabert.pipeline.teacher",
-    "FinetuneConfig": "ladabert.pipeline.teacher",
+    "compress": "ladabert.pipeline.compress",
+    "compress_model": "ladabert.pipeline.compress",
+    "build_student": "ladabert.pipeline.build",
+    "export": "ladabert.export",  # the callable package (see its docstring)
+    "benchmark": "ladabert.bench.latency",
     "load_glue": "ladabert.pipeline.data",
     "get_task": "ladabert.pipeline.data",
+    "load_classifier": "ladabert.pipeline.student",
+    # types
+    "FinetuneConfig": "ladabert.config",
+    "CompressConfig": "ladabert.config",
+    "ExportConfig": "ladabert.config",
+    "BenchConfig": "ladabert.config",
+    "LadaBertForSequenceClassification": "ladabert.pipeline.student",
+    "OnnxClassifier": "ladabert.export.runner",
     "LadaBertError": "ladabert.errors",
+    "ExportValidationError": "ladabert.export.bundle",
 }
 
 __all__ = sorted(_LAZY)
@@ -27,5 +50,11 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
+        if name == "export":
+            return importlib.import_module("ladabert.export")
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ladabert' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

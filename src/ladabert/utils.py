@@ -17,43 +17,6 @@ from typing import Any
 from ladabert.errors import LadaBertError
 
 
-class JsonConfig:
-    """Mixin for the stages' config dataclasses: dict/JSON round trip that rejects unknown fields."""
-
-    def to_dict(self) -> dict[str, Any]:
-        import dataclasses
-
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Any:
-        import dataclasses
-
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> Any:
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def from_preset(cls, presets: dict[str, dict[str, Any]], name: str, **overrides: Any) -> Any:
-        """The named preset with ``overrides`` on top; an unknown name or an invalid value is a
-        :class:`LadaBertError` that says what to do."""
-        if name not in presets:
-            raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
-        try:
-            return cls(**{**presets[name], **overrides})
-        except ValueError as exc:
-            raise LadaBertError(f"invalid setting: {exc}") from None
-
-
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Make sure ``path``'s parent exists (creating it) and accepts new files.
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from ladabert.errors import LadaBertError
 from ladabert.export import rewrites as rw
 from ladabert.export.bundle import ExportConfig, ExportValidationError, export_bundle
 from ladabert.export.onnx_export import export_onnx
-from ladabert.pipeline import hybrid
 from tests.conftest import make_tiny_bert
 
 
@@ -27,9 +25,13 @@ def dense_teacher(tmp_path_factory):
 
 
 def _student(teacher, pattern="unstructured", ratio=3.0):
-    n = sum(p.numel() for p in teacher.parameters())
-    plan = hybrid.allocate(hybrid.matrix_shapes(teacher), n, ratio, 0.5, pattern)
-    return hybrid.install(copy.deepcopy(teacher), plan).eval()
+    """A student at ``ratio`` before distillation, rank components that pruning emptied still in place (what
+    the graph-level shrink rewrite removes)."""
+    from ladabert.config import CompressConfig
+    from ladabert.pipeline.build import plan_student
+
+    cfg = CompressConfig(ratio=ratio, initial_ratio=ratio, hybrid=0.5, pattern=pattern, data_aware=False)
+    return plan_student(teacher, cfg).student.eval()
 
 
 def _feeds(seed=0):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -104,22 +102,19 @@ def test_launchers_check_their_inputs():
 def test_student_logits_match_between_backends(tmp_path, pattern):
     from transformers import BertForSequenceClassification
 
-    from ladabert.pipeline import hybrid
+    from ladabert.config import CompressConfig
+    from ladabert.pipeline.build import build_student
     from ladabert.pipeline.layers import MaskedLinear
-    from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs
+    from ladabert.pipeline.student import LadaBertForSequenceClassification
     from tests.conftest import make_tiny_bert
 
     teacher = BertForSequenceClassification.from_pretrained(
         make_tiny_bert(tmp_path / "t", hidden=64, intermediate=128, heads=4)
     ).eval()
-    n = sum(p.numel() for p in teacher.parameters())
-    shapes = hybrid.matrix_shapes(teacher)
     # hybrid 0.5 gives factorized layers; the prune-only variant checks the BSR path for dense layers.
     for share in (0.5, 0.0):
-        plan = hybrid.allocate(shapes, n, 2.5, share, pattern, block_size=16)
-        student = hybrid.install(copy.deepcopy(teacher), plan)
-        student.config.ladabert = {"pattern": pattern, "block_size": 16, "layers": layer_specs(student)}
-        student.save_pretrained(tmp_path / f"s{share}")
+        cfg = CompressConfig(ratio=2.5, hybrid=share, pattern=pattern, block_size=16, data_aware=False)
+        build_student(teacher, cfg).save_pretrained(tmp_path / f"s{share}")
         model = LadaBertForSequenceClassification.from_pretrained(tmp_path / f"s{share}").eval().to(DEVICE)
         ids = torch.randint(1, 50, (2, 9), device=DEVICE)
         mask = torch.ones_like(ids)

@@ -8,7 +8,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from ladabert.errors import LadaBertError
 from ladabert.pipeline import hybrid as hyb
-from ladabert.pipeline.compress import CompressConfig, build_student, compress
+from ladabert.pipeline.build import build_student, plan_student
+from ladabert.pipeline.compress import CompressConfig, compress
 from ladabert.pipeline.structured import head_scores, kept_count, neuron_scores, prune_structure
 from ladabert.pipeline.student import LadaBertForSequenceClassification
 from ladabert.pipeline.teacher import evaluate
@@ -80,7 +81,8 @@ def test_a_narrow_student_reaches_the_ratio_and_reloads_with_its_shapes(tmp_path
     teacher = _bert()
     n = sum(p.numel() for p in teacher.parameters())
     cfg = CompressConfig(ratio=4.0, keep_heads=0.5, keep_ffn=0.5, max_steps=100, data_aware=False)
-    student, plans, schedule = build_student(teacher, cfg)
+    built = plan_student(teacher, cfg)
+    student, plans, schedule = built.student, built.plans, built.schedule
     assert teacher.config.pruned_heads == {}  # the teacher is untouched
     assert plans[max(plans)].ratio == pytest.approx(4.0, rel=0.01)
     # The schedule starts at the larger of the initial ratio and what removing units alone gives.

@@ -15,20 +15,18 @@ It loads with ``optimum.onnxruntime.ORTModelForSequenceClassification.from_pretr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ladabert.config import PRECISIONS, ExportConfig  # noqa: F401  (ExportConfig re-exported)
 from ladabert.errors import LadaBertError
 from ladabert.utils import atomic_output_dir, run_environment, write_json_atomic
 
-PRECISIONS = ("fp32", "int8", "fp16")
 FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 # Dynamic int8 settings tried in order until one keeps the task metric; signed per-channel weights are
 # accurate on VNNI CPUs, 7-bit (reduce_range) and unsigned weights avoid u8*s8 saturation elsewhere.
@@ -41,42 +39,6 @@ INT8_CANDIDATES = (
 
 class ExportValidationError(LadaBertError):
     """The exported model does not reproduce the PyTorch model within tolerance; nothing was written."""
-
-
-@dataclass
-class ExportConfig:
-    """Settings of ``ladabert export``."""
-
-    precisions: tuple[str, ...] = ("fp32", "int8")
-    merge: str = "break-even"  # break-even | all | none
-    align: int = 32  # pad factor ranks to a multiple of this (1: off); see rewrites.align_factors
-    fuse: bool = True
-    skip_layer_norm: bool | None = None  # None: dense models only (see rewrites.fuse)
-    opset: int = 17
-    max_length: int = 128
-    task: str | None = None  # None: the model's fine-tuning task
-    validate_samples: int = 256  # dev examples compared logit by logit in fp32
-    max_eval_samples: int | None = None  # dev examples for the metric checks (None: all)
-    fp32_atol: float = 1e-3
-    int8_max_drop: float = 0.01  # largest allowed drop of the task metric (0.01 = 1 point of accuracy)
-    fp16_atol: float = 0.05
-    rewrites: list[str] = field(default_factory=lambda: ["shrink", "merge", "align", "fuse"])
-
-    def __post_init__(self) -> None:
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad or "fp32" not in self.precisions:
-            raise ValueError(
-                f"precisions must include fp32 and come from {PRECISIONS}, got {list(self.precisions)}"
-            )
-        if self.merge not in ("break-even", "all", "none"):
-            raise ValueError(f"merge must be 'break-even', 'all' or 'none', got {self.merge!r}")
-        if self.align < 1:
-            raise ValueError(f"align must be >= 1 (1 turns it off), got {self.align}")
-        for name in ("fp32_atol", "int8_max_drop", "fp16_atol"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.validate_samples < 1:
-            raise ValueError(f"validate_samples must be >= 1, got {self.validate_samples}")
 
 
 def _torch_logits(model: Any, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -92,9 +54,9 @@ def _torch_logits(model: Any, batches: list[dict[str, np.ndarray]]) -> np.ndarra
 def _ort_logits(
     model_proto: Any, batches: list[dict[str, np.ndarray]], provider: str = "CPUExecutionProvider"
 ):
-    import onnxruntime as ort
+    from ladabert.export.runtime import ort_session
 
-    sess = ort.InferenceSession(model_proto.SerializeToString(), providers=[provider])
+    sess = ort_session(model_proto.SerializeToString(), provider=provider)
     return np.concatenate([sess.run(None, feeds)[0] for feeds in batches])
 
 
@@ -112,6 +74,120 @@ def _batches(
     return out
 
 
+def _load_source(model_dir: str | os.PathLike, cfg: ExportConfig) -> tuple[str, Any, Any]:
+    """Resolve and check the model to export; returns (path, its config, its task)."""
+    from ladabert.pipeline.data import get_task
+    from ladabert.pipeline.teacher import load_bert_config, resolve_model
+
+    path = resolve_model(str(model_dir))
+    mcfg = load_bert_config(path)
+    task_name = cfg.task or getattr(mcfg, "finetuning_task", None)
+    if not task_name:
+        raise LadaBertError(
+            f"{path} does not record its task; pass --task (the GLUE task used for validation)"
+        )
+    task = get_task(task_name)
+    if mcfg.num_labels != task.num_labels:
+        raise LadaBertError(
+            f"{path} has {mcfg.num_labels} labels but {task.name} has {task.num_labels}; pass --task"
+        )
+    return path, mcfg, task
+
+
+class _Validator:
+    """The model in PyTorch and the dev inputs every exported precision is judged on."""
+
+    def __init__(self, model: Any, task: Any, dev: Any, tokenizer: Any, cfg: ExportConfig):
+        self.task, self.labels, self.cfg = task, dev.labels, cfg
+        self.batches = _batches(tokenizer, dev.texts)
+        self.check_batches = _batches(tokenizer, dev.texts[: cfg.validate_samples])
+        self.ref = _torch_logits(model, self.check_batches)
+        self.torch_dev = _torch_logits(model, self.batches)
+        self.pytorch_value = self.score(self.torch_dev)
+
+    def score(self, logits: np.ndarray) -> float:
+        return self.task.compute_metrics(logits, self.labels)[self.task.metric]
+
+    def fp32(self, graph: Any) -> dict[str, Any]:
+        import onnx
+
+        try:
+            onnx.checker.check_model(graph)
+        except onnx.checker.ValidationError as exc:
+            raise ExportValidationError(
+                f"onnx.checker rejected the fp32 graph ({str(exc).splitlines()[0]}); nothing was written"
+            ) from None
+        diff = float(np.abs(_ort_logits(graph, self.check_batches) - self.ref).max())
+        if not diff <= self.cfg.fp32_atol:
+            raise ExportValidationError(
+                f"fp32 validation failed: max |ONNX Runtime - PyTorch| logit difference {diff:.3g} > tolerance "
+                f"{self.cfg.fp32_atol:g} on {len(self.ref)} {self.task.name} dev examples; nothing was written"
+            )
+        fp32_dev = _ort_logits(graph, self.batches)
+        return {
+            "max_abs_diff": diff,
+            "atol": self.cfg.fp32_atol,
+            "value": self.score(fp32_dev),
+            "dev_max_abs_diff": float(np.abs(fp32_dev - self.torch_dev).max()),
+        }
+
+    def int8(self, graph: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The first of :data:`INT8_CANDIDATES` that keeps the metric within ``int8_max_drop``."""
+        from ladabert.export import rewrites as rw
+
+        tried = []
+        for cand in INT8_CANDIDATES:
+            q = rw.quantize_int8(graph, **cand)
+            value = self.score(_ort_logits(q, self.batches))
+            tried.append({**cand, "value": value})
+            if self.pytorch_value - value <= self.cfg.int8_max_drop:
+                return q, cand, {"value": value, "max_drop": self.cfg.int8_max_drop, "tried": tried}
+        raise ExportValidationError(
+            f"int8 validation failed: every quantization setting lost more than {self.cfg.int8_max_drop:g} "
+            f"{self.task.metric} against PyTorch's {self.pytorch_value:.4f} ({tried}); nothing was written"
+        )
+
+    def fp16(self, graph: Any) -> tuple[Any, dict[str, Any]]:
+        import onnxruntime as ort
+
+        from ladabert.export import rewrites as rw
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExportValidationError(
+                "fp16 validation needs ONNX Runtime's CUDAExecutionProvider (onnxruntime-gpu on a CUDA "
+                "machine); export without --precision fp16 here; nothing was written"
+            )
+        h = rw.convert_fp16(graph)
+        d16 = float(np.abs(_ort_logits(h, self.check_batches, "CUDAExecutionProvider") - self.ref).max())
+        if not d16 <= self.cfg.fp16_atol:
+            raise ExportValidationError(
+                f"fp16 validation failed: max logit difference {d16:.3g} > {self.cfg.fp16_atol:g}; nothing was written"
+            )
+        return h, {"max_abs_diff": d16, "atol": self.cfg.fp16_atol}
+
+
+def _rewritten_graph(model: Any, mcfg: Any, cfg: ExportConfig, tmp: Path) -> tuple[Any, dict, dict]:
+    """Export to ONNX and apply the configured rewrites; returns (graph, export info, node counts per stage)."""
+    import onnx
+
+    from ladabert.export import rewrites as rw
+    from ladabert.export.onnx_export import export_onnx
+
+    info = export_onnx(model, tmp / "raw.onnx", opset=cfg.opset)
+    graph = onnx.load(str(tmp / "raw.onnx"))
+    (tmp / "raw.onnx").unlink()
+    stages = {"export": rw.make_node_summary(graph)}
+    settings = rw.RewriteSettings.for_model(
+        mcfg, merge=cfg.merge, align=cfg.align, fuse=cfg.fuse, skip_layer_norm=cfg.skip_layer_norm
+    )
+    graph = rw.apply_rewrites(
+        graph, cfg.rewrites, settings, lambda name, g: stages.__setitem__(name, rw.make_node_summary(g))
+    )
+    if not cfg.fuse:
+        stages.pop("fuse", None)
+    return graph, info, stages
+
+
 def export_bundle(
     model_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -125,7 +201,7 @@ def export_bundle(
     Args:
         model_dir: a student directory (``ladabert compress``) or a fine-tuned teacher.
         out: bundle directory (atomic: it appears only when validation passed).
-        config: see :class:`ExportConfig`.
+        config: see :class:`~ladabert.config.ExportConfig`.
         data_dir: GLUE data location for the validation inputs.
         overwrite: replace an existing ``out``.
         rewrite_hook: optional ``ModelProto -> ModelProto`` applied after the rewrites (for testing
@@ -138,130 +214,39 @@ def export_bundle(
     from transformers import AutoTokenizer
 
     from ladabert.export import rewrites as rw
-    from ladabert.export.onnx_export import export_onnx
     from ladabert.export.runner import load_tokenizer
-    from ladabert.pipeline.data import get_task, load_glue
+    from ladabert.pipeline.data import load_glue
     from ladabert.pipeline.student import load_classifier
-    from ladabert.pipeline.teacher import load_bert_config, resolve_model
 
     cfg = config or ExportConfig()
-    path = resolve_model(str(model_dir))
-    mcfg = load_bert_config(path)
-    task_name = cfg.task or getattr(mcfg, "finetuning_task", None)
-    if not task_name:
-        raise LadaBertError(
-            f"{path} does not record its task; pass --task (the GLUE task used for validation)"
-        )
-    task = get_task(task_name)
-    if mcfg.num_labels != task.num_labels:
-        raise LadaBertError(
-            f"{path} has {mcfg.num_labels} labels but {task.name} has {task.num_labels}; pass --task"
-        )
+    path, mcfg, task = _load_source(model_dir, cfg)
     model = load_classifier(path).eval().float()
-    hf_tok = AutoTokenizer.from_pretrained(path)
     dev = load_glue(task, "dev", data_dir, cfg.max_eval_samples)
     t_start = time.perf_counter()
-
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        hf_tok.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(path).save_pretrained(str(tmp))
         model.config.save_pretrained(str(tmp))
-        tokenizer = load_tokenizer(tmp, cfg.max_length)
-        batches = _batches(tokenizer, dev.texts)
-        check_batches = _batches(tokenizer, dev.texts[: cfg.validate_samples])
-
-        info = export_onnx(model, tmp / "raw.onnx", opset=cfg.opset)
-        graph = onnx.load(str(tmp / "raw.onnx"))
-        (tmp / "raw.onnx").unlink()
-        stages = {"export": rw.make_node_summary(graph)}
-        for name in cfg.rewrites:
-            if name == "shrink":
-                graph = rw.shrink_factors(graph)
-            elif name == "merge":
-                graph = rw.merge_factors(graph, cfg.merge)
-            elif name == "align":
-                graph = rw.align_factors(graph, cfg.align)
-            elif name == "fuse":
-                if not cfg.fuse:
-                    continue
-                graph = rw.fuse(graph, *rw.attention_shape(mcfg), cfg.skip_layer_norm)
-            else:
-                raise LadaBertError(f"unknown rewrite {name!r}; choose from shrink, merge, align, fuse")
-            stages[name] = rw.make_node_summary(graph)
+        check = _Validator(model, task, dev, load_tokenizer(tmp, cfg.max_length), cfg)
+        graph, info, stages = _rewritten_graph(model, mcfg, cfg, tmp)
         if rewrite_hook is not None:
             graph = rewrite_hook(graph)
-
-        # fp32: structure, then logits against PyTorch on real inputs, then the task metric.
-        try:
-            onnx.checker.check_model(graph)
-        except onnx.checker.ValidationError as exc:
-            raise ExportValidationError(
-                f"onnx.checker rejected the fp32 graph ({str(exc).splitlines()[0]}); nothing was written"
-            ) from None
-        ref = _torch_logits(model, check_batches)
-        got = _ort_logits(graph, check_batches)
-        diff = float(np.abs(got - ref).max())
-        if not diff <= cfg.fp32_atol:
-            raise ExportValidationError(
-                f"fp32 validation failed: max |ONNX Runtime - PyTorch| logit difference {diff:.3g} > tolerance "
-                f"{cfg.fp32_atol:g} on {len(ref)} {task.name} dev examples; nothing was written"
-            )
-        torch_dev = _torch_logits(model, batches)
-        pytorch_value = task.compute_metrics(torch_dev, dev.labels)[task.metric]
-        fp32_dev = _ort_logits(graph, batches)
-        fp32_value = task.compute_metrics(fp32_dev, dev.labels)[task.metric]
         validation: dict[str, Any] = {
             "examples": len(dev),
-            "logit_examples": len(ref),
-            "pytorch_value": pytorch_value,
-            "fp32": {
-                "max_abs_diff": diff,
-                "atol": cfg.fp32_atol,
-                "value": fp32_value,
-                "dev_max_abs_diff": float(np.abs(fp32_dev - torch_dev).max()),
-            },
+            "logit_examples": len(check.ref),
+            "pytorch_value": check.pytorch_value,
+            "fp32": check.fp32(graph),
         }
         onnx.save(graph, str(tmp / FILES["fp32"]))
-        files = {"fp32": FILES["fp32"]}
-        int8_settings = None
-
+        files, int8_settings = {"fp32": FILES["fp32"]}, None
         if "int8" in cfg.precisions:
-            tried = []
-            for cand in INT8_CANDIDATES:
-                q = rw.quantize_int8(graph, **cand)
-                value = task.compute_metrics(_ort_logits(q, batches), dev.labels)[task.metric]
-                tried.append({**cand, "value": value})
-                if pytorch_value - value <= cfg.int8_max_drop:
-                    int8_settings = cand
-                    break
-            if int8_settings is None:
-                raise ExportValidationError(
-                    f"int8 validation failed: every quantization setting lost more than {cfg.int8_max_drop:g} "
-                    f"{task.metric} against PyTorch's {pytorch_value:.4f} ({tried}); nothing was written"
-                )
+            q, int8_settings, validation["int8"] = check.int8(graph)
             stages["quantize_int8"] = rw.make_node_summary(q)
-            validation["int8"] = {"value": value, "max_drop": cfg.int8_max_drop, "tried": tried}
             onnx.save(q, str(tmp / FILES["int8"]))
             files["int8"] = FILES["int8"]
-
         if "fp16" in cfg.precisions:
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ExportValidationError(
-                    "fp16 validation needs ONNX Runtime's CUDAExecutionProvider (onnxruntime-gpu on a CUDA "
-                    "machine); export without --precision fp16 here; nothing was written"
-                )
-            h = rw.convert_fp16(graph)
-            d16 = float(np.abs(_ort_logits(h, check_batches, "CUDAExecutionProvider") - ref).max())
-            if not d16 <= cfg.fp16_atol:
-                raise ExportValidationError(
-                    f"fp16 validation failed: max logit difference {d16:.3g} > "
-                    f"{cfg.fp16_atol:g}; nothing was written"
-                )
-            validation["fp16"] = {"max_abs_diff": d16, "atol": cfg.fp16_atol}
+            h, validation["fp16"] = check.fp16(graph)
             onnx.save(h, str(tmp / FILES["fp16"]))
             files["fp16"] = FILES["fp16"]
-
         section = getattr(mcfg, "ladabert", None) or {}
         meta = {
             "format": 1,
@@ -282,7 +267,7 @@ def export_bundle(
             "validation": validation,
             "int8_settings": int8_settings,
             "files": files,
-            "export_config": dataclasses.asdict(cfg),
+            "export_config": cfg.to_dict(),
             "wall_s": round(time.perf_counter() - t_start, 1),
             **run_environment(),
         }

@@ -9,6 +9,9 @@ CPU session and comparing outputs.
 - :func:`fuse`: ONNX Runtime's transformer optimizer (Attention, SkipLayerNorm, BiasGelu, ...).
 - :func:`count_ops`, :func:`fused_attention_count`: what a graph holds.
 
+:data:`REWRITES` names them for :func:`apply_rewrites`, which export and the latency benchmark both use,
+so that a benchmarked graph is the graph a bundle ships.
+
 A *factor chain* is a MatMul whose weight is an initializer, feeding either one MatMul with an
 initializer weight (``x @ V^T @ U^T``) or a Split whose every output feeds one such MatMul (the Q/K/V
 first factors concatenated into one MatMul by the exporter).
@@ -276,8 +279,8 @@ def fuse(
     factorized students already carry MultiHeadAttention from the exporter and gain the rest.
 
     ``skip_layer_norm=None`` (auto) fuses Add + LayerNormalization into SkipLayerNormalization for dense
-    graphs only: on factorized students it made ORT CPU slower (BERT-base-shaped 10x student, batch 1,
-    sequence 128, 2 threads: 23.3 ms with it against 19.7 ms without, interleaved in one process).
+    graphs only: on factorized students the fused node is slower on ORT CPU than the Add and
+    LayerNormalization it replaces (``docs/method.md``, Export).
     """
     import logging
 
@@ -361,3 +364,43 @@ __all__ = [
     "make_node_summary",
     "helper",
 ]
+
+
+@dataclass(frozen=True)
+class RewriteSettings:
+    """What the rewrites need to know: the export settings and the model's attention shape."""
+
+    num_heads: int = 0
+    hidden_size: int = 0
+    merge: str = "break-even"
+    align: int = 32
+    fuse: bool = True
+    skip_layer_norm: bool | None = None
+
+    @classmethod
+    def for_model(cls, model_config: Any, **settings: Any) -> RewriteSettings:
+        heads, hidden = attention_shape(model_config)
+        return cls(heads, hidden, **settings)
+
+
+REWRITES: dict[str, Any] = {
+    "shrink": lambda g, s: shrink_factors(g),
+    "merge": lambda g, s: merge_factors(g, s.merge),
+    "align": lambda g, s: align_factors(g, s.align),
+    "fuse": lambda g, s: fuse(g, s.num_heads, s.hidden_size, s.skip_layer_norm) if s.fuse else g,
+}
+
+
+def apply_rewrites(
+    model: ModelProto, names: Any, settings: RewriteSettings, on_stage: Any = None
+) -> ModelProto:
+    """Apply the rewrites ``names`` (keys of :data:`REWRITES`) in order; ``on_stage(name, graph)`` sees the
+    graph after each one."""
+    unknown = [n for n in names if n not in REWRITES]
+    if unknown:
+        raise ValueError(f"unknown rewrite(s) {unknown}; choose from {', '.join(REWRITES)}")
+    for name in names:
+        model = REWRITES[name](model, settings)
+        if on_stage is not None:
+            on_stage(name, model)
+    return model

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ladabert.errors import LadaBertError
+from ladabert.export.runtime import openvino_runner, ort_runner
 
 RUNTIMES = ("onnxruntime", "openvino")
 
@@ -87,15 +88,9 @@ class OnnxClassifier:
         self.labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
         self.tokenizer = load_tokenizer(self.bundle, max_length or self.meta.get("max_length", 128))
         if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            if threads:
-                so.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            self._run = lambda feeds: self.session.run(None, feeds)[0]
+            self._run = ort_runner(self.path, threads)
         elif runtime == "openvino":
-            self._run = _openvino_runner(self.path, threads, openvino_hint)
+            self._run = openvino_runner(self.path, threads, openvino_hint)
         else:
             raise LadaBertError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
@@ -126,23 +121,3 @@ class OnnxClassifier:
             }
             for p in probs
         ]
-
-
-def _openvino_runner(path: Path, threads: int | None, hint: str = "f32") -> Any:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise LadaBertError(
-            "the openvino runtime is not installed; pip install 'ladabert[openvino]'"
-        ) from None
-    core = ov.Core()
-    cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
-
-    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        names = {i.get_any_name() for i in compiled.inputs}
-        return compiled({k: v for k, v in feeds.items() if k in names})[compiled.outputs[0]]
-
-    return run

@@ -1,16 +1,17 @@
-"""Backend switch for the student's compressed layers: Triton kernels on GPU, plain PyTorch elsewhere.
+"""Layer-level launchers of the Triton ops: what a compressed layer calls when its backend is ``triton``.
 
+This is the op layer: it knows layers only by their tensors (``U``/``V`` factors with masks, or a masked
+``weight``) and imports nothing from the pipeline package, whose layers call it.
 ``LadaBertForSequenceClassification.set_backend("triton")`` calls :func:`prepare` on every compressed
 layer (block maps and BSR weights are built once, here, not per call) and wraps each FFN-in layer with
 :class:`FusedIntermediate` so that GELU runs in the kernel's epilogue. Without CUDA (and without
 ``TRITON_INTERPRET=1``, the CPU interpreter used by the tests) the layers fall back to the torch
-references with a warning.
+references.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -105,28 +106,3 @@ class FusedIntermediate(nn.Module):
             if hasattr(self.dense, "weight_mask"):
                 return masked_forward(self.dense, hidden_states, gelu=True)
         return self.inner(hidden_states)
-
-
-def set_backend(model: nn.Module, backend: str, block: int | None = None) -> nn.Module:
-    """Switch every compressed layer of ``model`` to ``backend`` (``torch`` or ``triton``), in place."""
-    from ladabert.pipeline.layers import FactorizedLinear, MaskedLinear
-
-    if backend not in ("torch", "triton"):
-        raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
-    if backend == "triton" and not triton_usable():
-        warnings.warn(
-            "backend='triton' needs triton and CUDA (or TRITON_INTERPRET=1); using torch", stacklevel=2
-        )
-        backend = "torch"
-    for mod in model.modules():
-        if isinstance(mod, FactorizedLinear | MaskedLinear):
-            mod.backend = backend
-            if backend == "triton":
-                prepare(mod, block)
-    for name, mod in list(model.named_modules()):
-        if name.endswith(".intermediate"):
-            if backend == "triton" and not isinstance(mod, FusedIntermediate):
-                model.set_submodule(name, FusedIntermediate(mod))
-            elif backend == "torch" and isinstance(mod, FusedIntermediate):
-                model.set_submodule(name, mod.inner)
-    return model

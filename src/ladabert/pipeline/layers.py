@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ladabert.kernels.modules import factorized_forward, masked_forward
+
 
 class _FactorMasks:
     """Masks of a factor pair ``U`` (rows x k), ``V`` (k x cols): ``W ~= (U * U_mask) @ (V * V_mask)``."""
@@ -65,7 +67,7 @@ class FactorizedLinear(_FactorMasks, nn.Module):
     """``y = (x @ V^T) @ U^T + b`` with ``U`` (out x k) and ``V`` (k x in), each with a pruning mask.
 
     ``backend`` selects the implementation of the forward pass: ``"torch"`` (two GEMMs, runs anywhere)
-    or a Triton kernel registered by :mod:`ladabert.kernels` where CUDA is available.
+    or the Triton kernel of :mod:`ladabert.kernels.modules` where CUDA is available.
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
@@ -86,8 +88,6 @@ class FactorizedLinear(_FactorMasks, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
-            from ladabert.kernels.modules import factorized_forward
-
             return factorized_forward(self, x)
         return F.linear(F.linear(x, self.V), self.U, self.bias)
 
@@ -105,8 +105,6 @@ class MaskedLinear(_WeightMask, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
-            from ladabert.kernels.modules import masked_forward
-
             return masked_forward(self, x)
         return F.linear(x, self.weight, self.bias)
 

@@ -12,6 +12,7 @@ A student directory is a standard Hugging Face model directory. ``config.json`` 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from transformers import BertForSequenceClassification
 
 from ladabert.errors import LadaBertError
+from ladabert.kernels.modules import FusedIntermediate, prepare, triton_usable
 from ladabert.pipeline.layers import (
     FACTORIZED_LAYERS,
     FactorizedEmbedding,
@@ -59,12 +61,33 @@ class LadaBertForSequenceClassification(BertForSequenceClassification):
 
         ``block`` is the tile size of a ``block``-pattern student (read from the config when omitted).
         """
-        from ladabert.kernels.modules import set_backend
-
         section = getattr(self.config, "ladabert", None) or {}
         if block is None and section.get("pattern") == "block":
             block = section.get("block_size", 16)
         return set_backend(self, backend, block)
+
+
+def set_backend(model: nn.Module, backend: str, block: int | None = None) -> nn.Module:
+    """Switch every compressed layer of ``model`` to ``backend`` (``torch`` or ``triton``), in place."""
+    if backend not in ("torch", "triton"):
+        raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
+    if backend == "triton" and not triton_usable():
+        warnings.warn(
+            "backend='triton' needs triton and CUDA (or TRITON_INTERPRET=1); using torch", stacklevel=2
+        )
+        backend = "torch"
+    for mod in model.modules():
+        if isinstance(mod, FactorizedLinear | MaskedLinear):
+            mod.backend = backend
+            if backend == "triton":
+                prepare(mod, block)
+    for name, mod in list(model.named_modules()):
+        if name.endswith(".intermediate"):
+            if backend == "triton" and not isinstance(mod, FusedIntermediate):
+                model.set_submodule(name, FusedIntermediate(mod))
+            elif backend == "torch" and isinstance(mod, FusedIntermediate):
+                model.set_submodule(name, mod.inner)
+    return model
 
 
 def layer_specs(model: nn.Module) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ladabert.export.latency import BASE, Runner, add_speedups, best_backends, measure, teacher_bundle
+from ladabert.bench.latency import BASE, Runner, add_speedups, best_backends, measure, teacher_bundle
 
 
 def test_measure_interleaves_runners_and_computes_ratios():
@@ -80,7 +80,8 @@ def test_openvino_runner_compiles_per_shape_and_matches_onnx_runtime(tmp_path):
     import onnxruntime as ort
     from transformers import BertForSequenceClassification
 
-    from ladabert.export.latency import _openvino_runner, export_graphs, random_feeds
+    from ladabert.bench.latency import export_graphs, random_feeds
+    from ladabert.export.runtime import openvino_runner
     from tests.conftest import make_tiny_bert
     from tests.export.test_export import _student
 
@@ -89,8 +90,8 @@ def test_openvino_runner_compiles_per_shape_and_matches_onnx_runtime(tmp_path):
     ).eval()
     paths = export_graphs(_student(teacher, pattern="rank"), tmp_path, "s")  # with every rewrite
     sess = ort.InferenceSession(str(paths["fp32"]), providers=["CPUExecutionProvider"])
-    static = _openvino_runner(paths["fp32"], 1, "f32", static=True)
-    dynamic = _openvino_runner(paths["fp32"], 1, "f32", static=False)
+    static = openvino_runner(paths["fp32"], 1, "f32", static=True)
+    dynamic = openvino_runner(paths["fp32"], 1, "f32", static=False)
     for batch, seq in [(1, 9), (3, 16), (1, 9)]:  # a shape seen before reuses its compiled model
         feeds = random_feeds(batch, seq, teacher.config.vocab_size, seed=seq)
         ref = sess.run(None, feeds)[0]
@@ -108,7 +109,8 @@ def test_openvino_int8_runner_beside_runners_not_compiled_yet(tmp_path):
     import onnxruntime as ort
     from transformers import BertForSequenceClassification
 
-    from ladabert.export.latency import _openvino_runner, export_graphs, random_feeds
+    from ladabert.bench.latency import export_graphs, random_feeds
+    from ladabert.export.runtime import openvino_runner
     from tests.conftest import make_tiny_bert
     from tests.export.test_export import _student
 
@@ -119,8 +121,8 @@ def test_openvino_int8_runner_beside_runners_not_compiled_yet(tmp_path):
     student = export_graphs(_student(teacher, pattern="rank"), tmp_path, "student")
     vocab = teacher.config.vocab_size
     calib = [random_feeds(1, 16, vocab, seed=i) for i in range(4)]
-    waiting = [_openvino_runner(dense["fp32"], 1, p, calib) for p in ("bf16", "int8")]
-    int8 = _openvino_runner(student["fp32"], 1, "int8", calib)
+    waiting = [openvino_runner(dense["fp32"], 1, p, calib, static=True) for p in ("bf16", "int8")]
+    int8 = openvino_runner(student["fp32"], 1, "int8", calib, static=True)
     feeds = random_feeds(2, 16, vocab, seed=9)
     ref = ort.InferenceSession(str(student["fp32"]), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert np.abs(np.asarray(int8(feeds)) - ref).max() < 0.1  # int8 weights and activations, bf16 rest

@@ -1,21 +1,20 @@
 """How the hybrid share (SVD vs pruning) affects the student before any distillation.
 
-    python -m benchmarks.hybrid_share --teacher runs/teacher-sst2 --ratios 5 10
+    python -m research.hybrid_share --teacher runs/teacher-sst2 --ratios 5 10
 
 For each ratio and share ``h`` (0 = prune only, 1 = SVD only) the teacher is compressed with the real
 allocation and evaluated on the dev set without training, with the paper's plain SVD and magnitude pruning
 and with data-aware compression (``--data-aware``: input covariances and token frequencies from 2,048
-training examples; ``--modes`` picks). Writes ``benchmarks/results/hybrid_share_<task>.json``.
+training examples; ``--modes`` picks). Writes ``research/results/hybrid_share_<task>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import time
 
-from benchmarks._common import save_results
+from research._common import save_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from ladabert.pipeline import hybrid
+    from ladabert.pipeline.build import build_student
     from ladabert.pipeline.compress import CompressConfig, calibration_stats
     from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
+    from ladabert.pipeline.harness import evaluate_module
     from ladabert.pipeline.student import load_classifier
-    from ladabert.pipeline.teacher import evaluate_module
 
     teacher = load_classifier(args.teacher).eval()
     tok = AutoTokenizer.from_pretrained(args.teacher)
@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for ratio, h, mode in itertools.product(args.ratios, args.shares, args.modes):
         t0 = time.perf_counter()
-        plan = hybrid.allocate(shapes, n, ratio, h, args.pattern)
-        student = hybrid.install(copy.deepcopy(teacher), plan, stats if mode == "data-aware" else None).eval()
+        cfg = CompressConfig(
+            task=args.task, ratio=ratio, hybrid=h, pattern=args.pattern, data_aware=mode == "data-aware"
+        )
+        plan = hybrid.allocate(shapes, n, ratio, h, args.pattern)  # the ranks and sparsities recorded below
+        student = build_student(teacher, cfg, stats if mode == "data-aware" else None)
         m = evaluate_module(student, tok, args.task, args.data_dir, max_samples=args.max_eval_samples)
         ranks = sorted({mp.rank for mp in plan.matrices.values() if mp.rank})
         sp = sorted({round(mp.sparsity, 3) for mp in plan.matrices.values()})

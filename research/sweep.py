@@ -1,12 +1,12 @@
 """Short distillation runs that choose the compression defaults on the dev set.
 
-    python -m benchmarks.sweep --teacher runs/teacher-sst2                 # every setting of GRID
-    python -m benchmarks.sweep --teacher runs/teacher-sst2 --only 5x-emb0.25 5x-emb1   # some of them
+    python -m research.sweep --teacher runs/teacher-sst2                 # every setting of GRID
+    python -m research.sweep --teacher runs/teacher-sst2 --only 5x-emb0.25 5x-emb1   # some of them
 
 Every setting is one ``ladabert compress`` run with ``--max-steps`` (default 1,200) into
 ``runs/sweep-<task>-<id>``; a finished run is read, not repeated, so the command resumes after a kill and
 several invocations with disjoint ``--only`` lists can run side by side (give each
-``OMP_NUM_THREADS=1`` on a 2-core machine). The JSON ``benchmarks/results/sweep_<task>.json`` is rebuilt
+``OMP_NUM_THREADS=1`` on a 2-core machine). The JSON ``research/results/sweep_<task>.json`` is rebuilt
 from every finished run directory each time, with each run's final value, best value and curve; rows whose
 run directory is gone (a fresh clone) are kept as recorded.
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import load_results, read_teacher_metrics, save_results
+from research._common import load_results, read_teacher_metrics, save_results
 
 
 def _seeds(name: str, seeds: tuple[int, ...] = (42, 7, 11), **overrides: Any) -> dict[str, dict[str, Any]]:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     other = {r["teacher_value"] for r in recorded.values() if "teacher_value" in r}
     if other and not any(math.isclose(teacher_value, v, abs_tol=1e-9) for v in other):
         print(
-            f"benchmarks.sweep: error: benchmarks/results/{name} holds runs distilled from a teacher scoring "
+            f"research.sweep: error: research/results/{name} holds runs distilled from a teacher scoring "
             f"{', '.join(f'{100 * v:.2f}%' for v in sorted(other))}, but {args.teacher} scores "
             f"{100 * teacher_value:.2f}%: write this teacher's runs to another file (--results "
             f"sweep_{args.task}_<name>.json) or pass the teacher the file was made with",

@@ -1,15 +1,15 @@
 """Where a student follows its teacher: accuracy and agreement with the teacher on training and dev data.
 
-    python -m benchmarks.agreement --teacher runs/teacher-sst2 \\
+    python -m research.agreement --teacher runs/teacher-sst2 \\
         --students runs/student-sst2-hybrid-unstructured-2.5x runs/student-sst2-hybrid-unstructured-5x
 
 A student that agrees with its teacher on nearly every training sentence but much less on the dev set has
 learned the teacher's function on the training data and not around it (the reason for ``--augment``).
 Dev accuracy is also broken down by example length in words (``--length-buckets``): SST-2 trains on
 phrases and is judged on whole sentences, the reason for ``--length-weight``. Writes
-``benchmarks/results/agreement_<task>.json`` (``--results`` names another file)::
+``research/results/agreement_<task>.json`` (``--results`` names another file)::
 
-    python -m benchmarks.agreement --results agreement_sst2_length.json \
+    python -m research.agreement --results agreement_sst2_length.json \
         --students runs/sweep_sst2_length-5x-base-seed7 runs/sweep_sst2_length-5x-len1.5-seed7
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import save_results
+from research._common import save_results
 
 LENGTH_BUCKETS = (12, 20, 28)  # word counts that split SST-2 dev into four groups of 169-278 sentences
 
@@ -46,8 +46,8 @@ def measure(
     from transformers import AutoTokenizer
 
     from ladabert.pipeline.data import get_task, load_glue
+    from ladabert.pipeline.harness import predict_split
     from ladabert.pipeline.student import load_classifier
-    from ladabert.pipeline.teacher import predict_split
 
     task = get_task(task_name)
     if task.is_regression:

@@ -1,0 +1,383 @@
+"""The settings of every stage, as dataclasses: one place for each default, its help text and its check.
+
+The CLI builds its flags from these fields (:mod:`ladabert.cli_args`), the Python API takes them as they
+are, and every result record stores ``to_dict()`` of the config that produced it. This module imports no
+torch, so ``ladabert --help`` stays instant. Why each default is what it is: ``docs/method.md``.
+
+Example::
+
+    from ladabert import CompressConfig
+    cfg = CompressConfig(ratio=10, pattern="rank")
+    CompressConfig.from_json(cfg.to_json()) == cfg
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ladabert.errors import LadaBertError
+
+METHODS = ("hybrid", "svd", "prune", "distill-only")
+PATTERNS = ("unstructured", "n:m", "block", "rank")
+AUGMENT_SWAPS = ("batch", "neighbors")
+MIXED_PRECISION = ("auto", "no", "bf16")
+PRECISIONS = ("fp32", "int8", "fp16")
+MERGES = ("break-even", "all", "none")
+REWRITE_NAMES = ("shrink", "merge", "align", "fuse")
+ALL_BACKENDS = (
+    "pytorch-fp32",
+    "pytorch-bf16",
+    "ort-fp32",
+    "ort-int8",
+    "openvino-f32",
+    "openvino-bf16",
+    "openvino-int8",
+)
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002
+    """A dataclass field with its CLI help (and optional ``choices`` / ``aliases``) in the metadata."""
+    if isinstance(default, list | tuple):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` and the allowed range unless ``lo <= value <= hi``.
+
+    NaN fails every range (every comparison with it is false)."""
+    ok = isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
+    ok = ok and value >= lo and not (lo_open and value == lo) and (hi is None or value <= hi)
+    if not ok:
+        rng = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+class JsonConfig:
+    """Mixin for the config dataclasses: dict/JSON round trip that rejects unknown fields, and presets."""
+
+    PRESETS: dict[str, dict[str, Any]] = {"default": {}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> Any:
+        """The named preset with ``overrides`` on top; an unknown name or an invalid value is a
+        :class:`LadaBertError` that says what to do."""
+        if name not in cls.PRESETS:
+            raise LadaBertError(f"unknown preset {name!r}; choose one of: {', '.join(cls.PRESETS)}")
+        try:
+            return cls(**{**cls.PRESETS[name], **overrides})
+        except ValueError as exc:
+            raise LadaBertError(f"invalid setting: {exc}") from None
+
+
+def _check_training_fields(cfg: Any) -> None:
+    """The checks that fine-tuning and compression configs share."""
+    from ladabert.pipeline.data import get_task
+
+    get_task(cfg.task)  # raises LadaBertError on an unknown task
+    check_range("max_length", cfg.max_length, 8)
+    check_range("batch_size", cfg.batch_size, 1)
+    check_range("eval_batch_size", cfg.eval_batch_size, 1)
+    check_range("learning_rate", cfg.learning_rate, 0, 1, lo_open=True)
+    check_range("warmup_ratio", cfg.warmup_ratio, 0, 1)
+    check_range("weight_decay", cfg.weight_decay, 0, 1)
+    check_range("eval_steps", cfg.eval_steps, 0)
+    check_range("save_steps", cfg.save_steps, 1)
+    check_range("logging_steps", cfg.logging_steps, 1)
+    check_range("seed", cfg.seed, 0)
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(cfg, name) is not None:
+            check_range(name, getattr(cfg, name), 1)
+    check_choice("mixed_precision", cfg.mixed_precision, MIXED_PRECISION)
+    check_range("average_every", cfg.average_every, 1)
+
+
+_MIXED_HELP = "bf16 autocast in training: auto uses it on bf16 GPUs and AMX/AVX512-BF16 CPUs"
+
+
+@dataclass
+class FinetuneConfig(JsonConfig):
+    """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the results tables)."""
+
+    task: str = _f("sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
+    model: str | None = _f(None, "base checkpoint: local directory or hub id (default: all-MiniLM-L6-v2)")
+    max_length: int = _f(128, "max tokens per example")
+    epochs: float = _f(2.0, "training epochs (ignored when --max-steps > 0)")
+    max_steps: int = _f(-1, "training steps; > 0 overrides --epochs")
+    batch_size: int = _f(32, "training batch size per device")
+    eval_batch_size: int = _f(128, "evaluation batch size")
+    learning_rate: float = _f(3e-5, "peak learning rate (linear warm-up and decay)", aliases=("--lr",))
+    warmup_ratio: float = _f(0.06, "share of the steps spent warming the learning rate up")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    seed: int = _f(42, "random seed (data order, subsets, initialisation)")
+    max_train_samples: int | None = _f(None, "train on a random subset of N examples")
+    max_eval_samples: int | None = _f(None, "evaluate on the first N dev examples")
+    eval_steps: int = _f(500, "evaluate every N steps (0: only at the end)")
+    save_steps: int = _f(500, "checkpoint every N steps (a killed run resumes from the last one)")
+    logging_steps: int = _f(50, "log the loss every N steps")
+    mixed_precision: str = _f("auto", _MIXED_HELP, choices=MIXED_PRECISION)
+    average_last: float = _f(
+        0.4, "save the mean of the weights over this last share of training (0: the last weights)"
+    )
+    average_every: int = _f(50, "steps between averaged weight samples")
+
+    PRESETS = {
+        "default": {},
+        # Minutes on 2 CPU cores: shows the pipeline end to end, not a good teacher.
+        "quick": {"epochs": 1.0, "max_train_samples": 4000, "eval_steps": 0, "save_steps": 100},
+    }
+
+    def __post_init__(self) -> None:
+        _check_training_fields(self)
+        check_range("epochs", self.epochs, 0, lo_open=True)
+        check_range("average_last", self.average_last, 0, 1)
+        if self.max_steps != -1:
+            check_range("max_steps", self.max_steps, 1)
+
+
+@dataclass
+class CompressConfig(JsonConfig):
+    """Settings of one compression run (defaults: the SST-2 students of the results tables)."""
+
+    task: str = _f("sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
+    ratio: float = _f(5.0, "target compression ratio (teacher params / student non-zero params)")
+    method: str = _f("hybrid", "hybrid (SVD + pruning), svd, prune, or distill-only", choices=METHODS)
+    pattern: str = _f("unstructured", "pruning pattern of the factors", choices=PATTERNS)
+    hybrid: float = _f(0.75, "share of the (log) reduction that comes from SVD; the rest from pruning")
+    embedding_scale: float = _f(1.0, "word-embedding kept share relative to the encoder's (1: uniform)")
+    keep_heads: float = _f(1.0, "share of attention heads kept per layer, least important removed first")
+    keep_ffn: float = _f(1.0, "share of FFN neurons kept per layer, least important removed first")
+    block_size: int = _f(16, "tile size of the block pattern")
+    initial_ratio: float = _f(2.0, "ratio of the student at step 0; it grows to --ratio along the schedule")
+    schedule: str = _f("cubic", "shape of the ratio schedule", choices=("cubic", "linear"))
+    schedule_fraction: float = _f(
+        0.25, "share of the steps over which the ratio grows to --ratio; the rest trains at it"
+    )
+    schedule_updates: int = _f(10, "recompressions along the schedule")
+    max_steps: int = _f(3000, "distillation steps")
+    batch_size: int = _f(32, "training batch size per device")
+    eval_batch_size: int = _f(128, "evaluation batch size")
+    learning_rate: float = _f(3e-4, "peak distillation learning rate", aliases=("--lr",))
+    warmup_ratio: float = _f(0.05, "share of the steps spent warming the learning rate up")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    temperature: float = _f(2.0, "softmax temperature of the logit term")
+    w_logits: float = _f(1.0, "weight of the logit KL term")
+    w_hidden: float = _f(1.0, "weight of the per-layer hidden-state MSE term")
+    w_attention: float | None = _f(
+        None, "weight of the attention-map KL term (default: 1 where the student keeps the teacher's heads)"
+    )
+    w_hard: float = _f(0.0, "weight of the cross-entropy on the gold labels")
+    average_last: float = _f(
+        0.0, "save the mean of the weights over this last share of training, after the schedule"
+    )
+    average_every: int = _f(50, "steps between averaged weight samples")
+    augment: float = _f(0.3, "token-replacement probability in every second training example (0: off)")
+    augment_swap: str = _f(
+        "batch",
+        "a replaced token becomes [MASK] or, half of the time, a token of the batch or a nearest neighbour "
+        "by the teacher's word embeddings",
+        choices=AUGMENT_SWAPS,
+    )
+    length_weight: float = _f(
+        1.5, "draw training examples with probability proportional to token count ** this (0: uniform)"
+    )
+    dropout: float | None = _f(None, "dropout in the student while it is distilled (default: the teacher's)")
+    data_aware: bool = _f(
+        True, "truncate and prune for each layer's outputs on calibration data instead of the weights alone"
+    )
+    calibration_samples: int = _f(2048, "training examples read for the data-aware statistics")
+    max_length: int = _f(128, "max tokens per example")
+    seed: int = _f(42, "random seed (data order, subsets, initialisation)")
+    max_train_samples: int | None = _f(None, "train on a random subset of N examples")
+    max_eval_samples: int | None = _f(None, "evaluate on the first N dev examples")
+    eval_steps: int = _f(500, "evaluate every N steps (0: only at the end)")
+    save_steps: int = _f(250, "checkpoint every N steps (a killed run resumes from the last one)")
+    logging_steps: int = _f(50, "log the loss every N steps")
+    mixed_precision: str = _f("auto", _MIXED_HELP, choices=MIXED_PRECISION)
+
+    PRESETS = {
+        "default": {},
+        # Minutes on 2 CPU cores: shows the pipeline end to end, not the accuracy it can reach.
+        "quick": {"max_steps": 200, "max_train_samples": 4000, "eval_steps": 0, "save_steps": 100},
+    }
+
+    def __post_init__(self) -> None:
+        _check_training_fields(self)
+        check_choice("method", self.method, METHODS)
+        check_choice("pattern", self.pattern, PATTERNS)
+        check_choice("augment_swap", self.augment_swap, AUGMENT_SWAPS)
+        check_choice("schedule", self.schedule, ("cubic", "linear"))
+        check_range("ratio", self.ratio, 1)
+        check_range("initial_ratio", self.initial_ratio, 1)
+        check_range("hybrid", self.hybrid, 0, 1)
+        check_range("embedding_scale", self.embedding_scale, 0, lo_open=True)
+        check_range("keep_heads", self.keep_heads, 0, 1, lo_open=True)
+        check_range("keep_ffn", self.keep_ffn, 0, 1, lo_open=True)
+        if self.structured and self.method == "distill-only":
+            raise ValueError(
+                "keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
+            )
+        if self.w_attention is None:
+            self.w_attention = 0.0 if self.keep_heads < 1 else 1.0
+        if self.w_attention > 0 and self.keep_heads < 1:
+            raise ValueError(
+                "w_attention needs the student's heads to match the teacher's; set keep_heads to 1 or "
+                "w_attention to 0"
+            )
+        for name in ("block_size", "schedule_updates", "max_steps", "calibration_samples"):
+            check_range(name, getattr(self, name), 1)
+        check_range("schedule_fraction", self.schedule_fraction, 0, 1, lo_open=True)
+        check_range("augment", self.augment, 0, 1)
+        check_range("length_weight", self.length_weight, 0)
+        if self.dropout is not None:
+            check_range("dropout", self.dropout, 0, 1 - 1e-9)
+        if not isinstance(self.data_aware, bool):
+            raise ValueError(f"data_aware must be true or false, got {self.data_aware!r}")
+        if not 0 <= self.average_last <= 1 - self.schedule_fraction + 1e-9:  # NaN fails too
+            raise ValueError(
+                f"average_last must be >= 0 and <= 1 - schedule_fraction ({1 - self.schedule_fraction:g}) so "
+                f"that every averaged sample has the final masks, got {self.average_last!r}"
+            )
+        check_range("temperature", self.temperature, 0, lo_open=True)
+        weights = ("w_logits", "w_hidden", "w_attention", "w_hard")
+        for name in weights:
+            check_range(name, getattr(self, name), 0)
+        if sum(getattr(self, name) for name in weights) == 0:
+            raise ValueError("at least one loss weight (w_logits, w_hidden, w_attention, w_hard) must be > 0")
+
+    @property
+    def structured(self) -> bool:
+        """Heads or FFN neurons are removed before the hybrid compression."""
+        return self.keep_heads < 1 or self.keep_ffn < 1
+
+    @property
+    def hybrid_share(self) -> float:
+        """The SVD share of the reduction that ``method`` implies."""
+        return {"hybrid": self.hybrid, "svd": 1.0, "prune": 0.0}.get(self.method, self.hybrid)
+
+
+@dataclass
+class ExportConfig(JsonConfig):
+    """Settings of ``ladabert export``."""
+
+    precisions: tuple[str, ...] = _f(
+        ("fp32", "int8"), "ONNX files to write and validate: fp32 int8 fp16", aliases=("--precision",)
+    )
+    merge: str = _f("break-even", "merge factors back to dense: break-even, all or none", choices=MERGES)
+    align: int = _f(32, "pad factor ranks to a multiple of N with zeros (1: off)")
+    fuse: bool = _f(True, "apply ONNX Runtime's transformer fusions")
+    skip_layer_norm: bool | None = _f(
+        None, "fuse Add+LayerNorm into SkipLayerNormalization (default: dense models only)"
+    )
+    opset: int = _f(17, "ONNX opset")
+    max_length: int = _f(128, "max tokens per example the bundle is validated at")
+    task: str | None = _f(None, "GLUE task for validation (default: the model's fine-tuning task)")
+    validate_samples: int = _f(256, "dev examples compared logit by logit in fp32")
+    max_eval_samples: int | None = _f(None, "dev examples for the metric checks (default: all)")
+    fp32_atol: float = _f(1e-3, "largest allowed fp32 logit difference against PyTorch")
+    int8_max_drop: float = _f(0.01, "largest allowed drop of the task metric in int8 (0.01 = 1 point)")
+    fp16_atol: float = _f(0.05, "largest allowed fp16 logit difference against PyTorch")
+    rewrites: tuple[str, ...] = _f(REWRITE_NAMES, "graph rewrites, in order: shrink merge align fuse")
+
+    def __post_init__(self) -> None:
+        self.precisions, self.rewrites = tuple(self.precisions), tuple(self.rewrites)
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or "fp32" not in self.precisions:
+            raise ValueError(
+                f"precisions must include fp32 and come from {PRECISIONS}, got {list(self.precisions)}"
+            )
+        unknown = [r for r in self.rewrites if r not in REWRITE_NAMES]
+        if unknown:
+            raise ValueError(f"rewrites must come from {REWRITE_NAMES}, got {unknown}")
+        check_choice("merge", self.merge, MERGES)
+        check_range("align", self.align, 1)
+        check_range("opset", self.opset, 14, 20)
+        check_range("max_length", self.max_length, 8, 512)
+        for name in ("fp32_atol", "int8_max_drop", "fp16_atol"):
+            check_range(name, getattr(self, name), 0)
+        check_range("validate_samples", self.validate_samples, 1)
+        if self.max_eval_samples is not None:
+            check_range("max_eval_samples", self.max_eval_samples, 1)
+
+
+@dataclass
+class BenchConfig(JsonConfig):
+    """Settings of ``ladabert bench``: BERT-base, BERT-base-shaped students and bundles, interleaved."""
+
+    ratios: tuple[float, ...] = _f(
+        (2.5, 5.0, 10.0, 20.0), "compression ratios of the BERT-base-shaped students"
+    )
+    backends: tuple[str, ...] = _f(ALL_BACKENDS, "backends (OpenVINO ones only where it is installed)")
+    batches: tuple[int, ...] = _f((1, 8, 32), "batch sizes")
+    seqs: tuple[int, ...] = _f((32, 128, 384), "sequence lengths")
+    threads: int = _f(2, "intra-op threads of every runtime")
+    rounds: int = _f(10, "timed rounds per shape (each calls every runner once, interleaved)")
+    warmup: int = _f(2, "untimed calls of each runner per shape")
+    min_seconds: float = _f(0.0, "keep timing rounds until this many seconds have passed")
+    pattern: str = _f("rank", "pruning pattern of the students", choices=PATTERNS)
+    hybrid: float = _f(0.5, "SVD share of the students' reduction")
+    narrow: bool = _f(True, "also measure narrow-<R>x students that first lose heads and FFN neurons")
+    narrow_keep_heads: float = _f(0.167, "kept share of heads of the narrow students")
+    narrow_keep_ffn: float = _f(0.167, "kept share of FFN neurons of the narrow students")
+    openvino_static: bool = _f(True, "compile OpenVINO once per measured shape (else once, dynamic axes)")
+    bundles: tuple[str, ...] = _f((), "exported bundles to measure too", aliases=("--bundle",))
+    disable: tuple[str, ...] = _f((), "rewrites left out of the students' export (simulates a regression)")
+
+    PRESETS = {"default": {}, "quick": {"batches": (1, 8), "seqs": (128,), "rounds": 20}}
+
+    def __post_init__(self) -> None:
+        for name in ("ratios", "backends", "batches", "seqs", "bundles", "disable"):
+            setattr(self, name, tuple(getattr(self, name)))
+        unknown = [b for b in self.backends if b not in ALL_BACKENDS]
+        if unknown:
+            raise ValueError(f"backends must come from {' '.join(ALL_BACKENDS)}, got {unknown}")
+        for r in self.ratios:
+            check_range("ratios", r, 1, lo_open=True)
+        for name, values, hi in (("batches", self.batches, None), ("seqs", self.seqs, 512)):
+            if not values:
+                raise ValueError(f"{name} needs at least one value")
+            for v in values:
+                check_range(name, v, 1, hi)
+        for name in ("threads", "rounds"):
+            check_range(name, getattr(self, name), 1)
+        check_range("warmup", self.warmup, 0)
+        check_range("min_seconds", self.min_seconds, 0)
+        check_choice("pattern", self.pattern, PATTERNS)
+        check_range("hybrid", self.hybrid, 0, 1)
+        check_range("narrow_keep_heads", self.narrow_keep_heads, 0, 1, lo_open=True)
+        check_range("narrow_keep_ffn", self.narrow_keep_ffn, 0, 1, lo_open=True)
+        bad = [d for d in self.disable if d not in REWRITE_NAMES]
+        if bad:
+            raise ValueError(f"disable must come from {REWRITE_NAMES}, got {bad}")
+
+    @property
+    def narrow_keep(self) -> tuple[float, float] | None:
+        return (self.narrow_keep_heads, self.narrow_keep_ffn) if self.narrow else None
