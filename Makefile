@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/ladabert run --quick --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+	$(BIN)/python -m pytest -m "not gpu" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks research

@@ -25,11 +25,11 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 README_LATENCY = "latency_vm.json"
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def _machine(d: dict) -> str:
+def machine(d: dict) -> str:
     m = d.get("machine", {})
     return (
         f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
@@ -59,18 +59,18 @@ def readme_accuracy(task: str = "sst2") -> str:
     lines = [
         f"| model | ratio | non-zero params | {d['task']} dev {d['metric']} | of the teacher | steps |",
         "|---|---|---|---|---|---|",
-        f"| teacher (all-MiniLM-L6-v2, fine-tuned) | 1x | {d['teacher_params']:,} | {_pct(d['teacher_value'])}% | "
+        f"| teacher (all-MiniLM-L6-v2, fine-tuned) | 1x | {d['teacher_params']:,} | {pct(d['teacher_value'])}% | "
         f"100% | {d.get('teacher_steps', '-'):,} |",
     ]
     for r in _todays_rows(d):
         name = "LadaBERT" if r["method"] == "hybrid" else "distill-only baseline (dense, narrower)"
         lines.append(
-            f"| {name} `{r['id']}` | {r['ratio']:.2f}x | {r['params']:,} | **{_pct(r['value'])}%** | "
+            f"| {name} `{r['id']}` | {r['ratio']:.2f}x | {r['params']:,} | **{pct(r['value'])}%** | "
             f"{100 * r['value'] / d['teacher_value']:.1f}% | {r['steps']:,} |"
         )
     return (
         f"Accuracy (`benchmarks/results/{path.name}`; today's defaults, one seed, fp32 models; "
-        f"{_machine(d)}):\n\n" + "\n".join(lines)
+        f"{machine(d)}):\n\n" + "\n".join(lines)
     )
 
 
@@ -97,7 +97,7 @@ def readme_latency() -> str:
             )
         lines.append(f"| {m} | {by[(m, 1)]['ratio']:.1f}x | " + " | ".join(cells) + " |")
     return (
-        f"Latency (`benchmarks/results/{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence "
+        f"Latency (`benchmarks/results/{path.name}`; {machine(d)}, {d['settings']['threads']} threads, sequence "
         "128, interleaved medians of one run, each model on its fastest backend; BERT-base-shaped students with "
         "random weights):\n\n" + "\n".join(lines)
     )
@@ -113,7 +113,7 @@ def render() -> str:
         d = json.loads(path.read_text())
         parts.append(
             f"**Teacher** ({d.get('model')}, fine-tuned on {d['task']}; `{path.name}`): dev {d['metric']} "
-            f"**{_pct(d['value'])}%** after {d['steps']:,} steps ({d['config']['epochs']:g} epochs, batch "
+            f"**{pct(d['value'])}%** after {d['steps']:,} steps ({d['config']['epochs']:g} epochs, batch "
             f"{d['config']['batch_size']}, lr {d['config']['learning_rate']:g}"
             + (
                 f", weights averaged over the last {100 * d['config']['average_last']:.0f}%"
@@ -121,15 +121,15 @@ def render() -> str:
                 else ""
             )
             + f"), {d['wall_s'] / 60:.0f} min on "
-            f"{_machine(d)}."
+            f"{machine(d)}."
         )
         runs = d.get("default_recipe_values") or []
         if len(runs) > 1:
             parts.append(
                 f"Every run of the default recipe on record ({len(runs)} runs, same settings and seed; CPU "
                 "training here is not bit-reproducible): "
-                + ", ".join(f"{_pct(v)}%" for v in runs)
-                + f" (mean {_pct(sum(runs) / len(runs))}%)."
+                + ", ".join(f"{pct(v)}%" for v in runs)
+                + f" (mean {pct(sum(runs) / len(runs))}%)."
             )
         if len(d.get("sweep", [])) > 1:
             rows = [
@@ -148,8 +148,8 @@ def render() -> str:
                 rows.append(
                     f"| `{Path(r['dir']).name}` | {'yes' if r.get('default_recipe') else '-'} | "
                     f"{r['learning_rate']:g} | {r['epochs']:g} | {avg} | "
-                    f"{'yes' if r['bf16_autocast'] else 'no'} | {_pct(r['value'])}% | "
-                    f"{_pct(r['best_evaluated'])}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min |"
+                    f"{'yes' if r['bf16_autocast'] else 'no'} | {pct(r['value'])}% | "
+                    f"{pct(r['best_evaluated'])}% | {r['steps']:,} | {r['wall_s'] / 60:.0f} min |"
                 )
             parts.append(
                 "Teacher recipe sweep (the same `ladabert finetune` command with the flags changed; the best-"
@@ -168,14 +168,14 @@ def render() -> str:
                 f"| {r['method']} | {r['pattern']} | {describe_changes(recipe_changes(r['config']))} | "
                 f"{r['ratio_target']:g}x | "
                 f"{r['ratio']:.3f}x | "
-                f"{r['encoder_ratio']:.2f}x | {r['student_nonzero_params']:,} | {_pct(r['value'])}% | "
-                f"{100 * (r['value'] - d['teacher_value']):+.2f} pt | {_pct(r['value_at_init'])}% ({r['config']['initial_ratio']:g}x) | {r['steps']:,} | "
+                f"{r['encoder_ratio']:.2f}x | {r['student_nonzero_params']:,} | {pct(r['value'])}% | "
+                f"{100 * (r['value'] - d['teacher_value']):+.2f} pt | {pct(r['value_at_init'])}% ({r['config']['initial_ratio']:g}x) | {r['steps']:,} | "
                 f"{r['wall_s'] / 60:.0f} min |"
             )
         parts.append(
             f"**LadaBERT students** (`{path.name}`; distilled from `{d.get('teacher_dir', '?')}`, teacher "
-            f"{_pct(d['teacher_value'])}%, "
-            f"{_machine(d)}):\n\n" + "\n".join(rows)
+            f"{pct(d['teacher_value'])}%, "
+            f"{machine(d)}):\n\n" + "\n".join(rows)
         )
     for path in sorted(RESULTS.glob("export_*.json")):
         d = json.loads(path.read_text())
@@ -185,10 +185,10 @@ def render() -> str:
         ]
         for r in d["rows"]:
             stages = " -> ".join(f"{k} {v}" for k, v in r["nodes_per_stage"].items())
-            int8 = _pct(r["onnx_int8_value"]) + "%" if r["onnx_int8_value"] is not None else "-"
+            int8 = pct(r["onnx_int8_value"]) + "%" if r["onnx_int8_value"] is not None else "-"
             rows.append(
-                f"| {r['kind']} `{Path(r['source']).name}` | {r['ratio']:.2f}x | {_pct(r['pytorch_value'])}% | "
-                f"{_pct(r['onnx_fp32_value'])}% | {int8} | {r['fused_attention_nodes']} / {r['num_layers']} | "
+                f"| {r['kind']} `{Path(r['source']).name}` | {r['ratio']:.2f}x | {pct(r['pytorch_value'])}% | "
+                f"{pct(r['onnx_fp32_value'])}% | {int8} | {r['fused_attention_nodes']} / {r['num_layers']} | "
                 f"{stages} |"
             )
         parts.append(
@@ -220,7 +220,7 @@ def render() -> str:
             else ""
         )
         parts.append(
-            f"**Latency** (`{path.name}`; {_machine(d)}, {d['settings']['threads']} threads, sequence 128, "
+            f"**Latency** (`{path.name}`; {machine(d)}, {d['settings']['threads']} threads, sequence 128, "
             f"interleaved medians of one run; `student-<R>x` are BERT-base-shaped, "
             f"{d['settings']['student_pattern']} pattern, random weights{narrow_text}; OpenVINO compiled with "
             # runs before the setting existed compiled once with dynamic axes
@@ -242,7 +242,7 @@ def render() -> str:
     return "\n\n".join(parts) if parts else "_No results yet: run the benchmarks._"
 
 
-def _replace_block(path: Path, block: str) -> None:
+def replace_block(path: Path, block: str) -> None:
     text = path.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{path} lacks the {START} ... {END} markers")
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(readme + "\n\n" + full)
         return 0
-    _replace_block(README, readme)
-    _replace_block(RESULTS_DOC, full)
+    replace_block(README, readme)
+    replace_block(RESULTS_DOC, full)
     print(f"updated {README} and {RESULTS_DOC}")
     return 0
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from benchmarks._common import describe_changes, recipe_changes  # noqa: F401
-from benchmarks.report import _machine, _pct, _replace_block
+from benchmarks.report import machine, pct, replace_block
 
 from research._common import RESULTS
 
@@ -39,10 +39,10 @@ def seed_means(rows: list[dict]) -> str:
         fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
         recipe = ", ".join(f"{k} {fmt(v)}" for k, v in changes.items()) or "default recipe"
         mean = sum(r["value"] for r in runs) / len(runs)
-        seeds = ", ".join(f"{(r.get('config') or {}).get('seed', '?')}: {_pct(r['value'])}%" for r in runs)
+        seeds = ", ".join(f"{(r.get('config') or {}).get('seed', '?')}: {pct(r['value'])}%" for r in runs)
         lines.append(
             f"| {what['method']} {what['pattern']} {fmt(what['ratio'])}x | {recipe} | {len(runs)} | {seeds} | "
-            f"**{_pct(mean)}%** | {100 * mean / runs[0]['teacher_value']:.1f}% |"
+            f"**{pct(mean)}%** | {100 * mean / runs[0]['teacher_value']:.1f}% |"
         )
     if not lines:
         return ""
@@ -73,7 +73,7 @@ def render() -> str:
             cells = [
                 next(
                     (
-                        f"{_pct(r['value_at_init'])}%"
+                        f"{pct(r['value_at_init'])}%"
                         for r in d["rows"]
                         if r["hybrid"] == h and r["ratio_target"] == x and bool(r.get("data_aware")) == a
                     ),
@@ -86,7 +86,7 @@ def render() -> str:
         parts.append(
             f"**Hybrid share before distillation** (`{path.name}`): dev {d['metric']} of the teacher compressed "
             f"with share h of the reduction from SVD (0 = pruning only, 1 = SVD only), no training; teacher "
-            f"{_pct(d['teacher_value'])}%"
+            f"{pct(d['teacher_value'])}%"
             + (
                 f"; *plain* is the paper's SVD and magnitude pruning, *data-aware* uses {cal:,} training "
                 "examples (`--data-aware`)"
@@ -109,15 +109,15 @@ def render() -> str:
             changed = ", ".join(
                 f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()
             )
-            curve = " / ".join(_pct(v) for _, v in r["curve"])
+            curve = " / ".join(pct(v) for _, v in r["curve"])
             rows.append(
-                f"| {r['id']} | {changed} | {curve} | **{_pct(r['value'])}%** | {r['steps']:,} | "
+                f"| {r['id']} | {changed} | {curve} | **{pct(r['value'])}%** | {r['steps']:,} | "
                 f"{r['wall_s'] / 60:.0f} min |"
             )
         teacher = d["rows"][0]["teacher_value"] if d["rows"] else float("nan")
         parts.append(
             f"**Settings sweep** (`{path.name}`; short `ladabert compress` runs from `{d['teacher_dir']}`, "
-            f"teacher {_pct(teacher)}%, {_machine(d)}, one thread per run):\n\n"
+            f"teacher {pct(teacher)}%, {machine(d)}, one thread per run):\n\n"
             + "\n".join(rows)
             + seed_means(d["rows"])
         )
@@ -137,10 +137,10 @@ def render() -> str:
             rows[1] += "---|" * len(buckets)
         for r in d["rows"]:
             rows.append(
-                f"| `{Path(r['model']).name}` | {_pct(r['train_accuracy'])}% | {_pct(r['train_agreement'])}% | "
-                f"{_pct(r['dev_accuracy'])}% | {_pct(r['dev_agreement'])}% |"
+                f"| `{Path(r['model']).name}` | {pct(r['train_accuracy'])}% | {pct(r['train_agreement'])}% | "
+                f"{pct(r['dev_accuracy'])}% | {pct(r['dev_agreement'])}% |"
                 + "".join(
-                    f" {_pct(b['accuracy'])}% |" if b["n"] else " - |" for b in r.get("dev_by_length", [])
+                    f" {pct(b['accuracy'])}% |" if b["n"] else " - |" for b in r.get("dev_by_length", [])
                 )
             )
         parts.append(
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(block)
         return 0
-    _replace_block(EXPERIMENTS, block)
+    replace_block(EXPERIMENTS, block)
     print(f"updated {EXPERIMENTS}")
     return 0
 

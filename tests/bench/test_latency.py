@@ -5,22 +5,33 @@ import pytest
 from ladabert.bench.latency import BASE, Runner, add_speedups, best_backends, measure, teacher_bundle
 
 
-def test_measure_interleaves_runners_and_computes_ratios():
-    calls = []
+def test_measure_interleaves_runners_and_computes_ratios(monkeypatch):
+    import ladabert.bench.latency as lat
+
+    calls, clock = [], [0.0]
+    # Each call of a runner advances a fake clock by a known time (seconds), so the statistics are exact.
+    cost = {
+        ("bert-base", "ort-fp32"): [0.004, 0.001, 0.003, 0.002, 0.005],
+        ("student-10x", "ort-fp32"): [0.001] * 5,
+    }
+    monkeypatch.setattr(lat.time, "perf_counter", lambda: clock[0])
 
     def runner(name, backend):
-        return Runner(
-            name, 1.0 if name == BASE else 10.0, backend, lambda feeds: calls.append((name, backend))
-        )
+        def run(feeds):
+            calls.append((name, backend))
+            timed = sum(1 for c in calls if c == (name, backend)) - 2  # after one warm-up call
+            clock[0] += cost[(name, backend)][max(timed, 0)]
 
-    runners = [runner(BASE, "ort-fp32"), runner(BASE, "ort-int8"), runner("student-10x", "ort-fp32")]
-    rows = measure(runners, batches=[1], seqs=[8], rounds=3, warmup=1, vocab=30522, progress=False)
+        return Runner(name, 1.0 if name == BASE else 10.0, backend, run)
+
+    runners = [runner(BASE, "ort-fp32"), runner("student-10x", "ort-fp32")]
+    rows = measure(runners, batches=[1], seqs=[8], rounds=5, warmup=1, vocab=30522, progress=False)
     # After one warm-up call each, every round calls every runner once, in order.
-    timed = calls[3:]
-    assert timed == [(r.model, r.backend) for r in runners] * 3
-    assert len(rows) == 3 and all(r["samples"] == 3 for r in rows)
-    for r in rows:
-        assert r["p90_ms"] >= r["median_ms"] >= r["p20_ms"] >= 0
+    assert calls[2:] == [(r.model, r.backend) for r in runners] * 5
+    base, student = rows
+    assert base["samples"] == 5 and base["median_ms"] == pytest.approx(3.0)
+    assert base["p20_ms"] == pytest.approx(1.0) and base["p90_ms"] == pytest.approx(5.0)
+    assert student["median_ms"] == pytest.approx(1.0) and student["speedup_vs_ort_fp32"] == pytest.approx(3.0)
 
 
 def test_speedups_are_ratios_to_bert_base_in_the_same_run():
@@ -83,12 +94,12 @@ def test_openvino_runner_compiles_per_shape_and_matches_onnx_runtime(tmp_path):
     from ladabert.bench.latency import export_graphs, random_feeds
     from ladabert.export.runtime import openvino_runner
     from tests.conftest import make_tiny_bert
-    from tests.export.test_export import _student
+    from tests.export.test_export import undistilled_student
 
     teacher = BertForSequenceClassification.from_pretrained(
         make_tiny_bert(tmp_path / "t", hidden=48, intermediate=96, heads=2)
     ).eval()
-    paths = export_graphs(_student(teacher, pattern="rank"), tmp_path, "s")  # with every rewrite
+    paths = export_graphs(undistilled_student(teacher, pattern="rank"), tmp_path, "s")  # with every rewrite
     sess = ort.InferenceSession(str(paths["fp32"]), providers=["CPUExecutionProvider"])
     static = openvino_runner(paths["fp32"], 1, "f32", static=True)
     dynamic = openvino_runner(paths["fp32"], 1, "f32", static=False)
@@ -112,13 +123,13 @@ def test_openvino_int8_runner_beside_runners_not_compiled_yet(tmp_path):
     from ladabert.bench.latency import export_graphs, random_feeds
     from ladabert.export.runtime import openvino_runner
     from tests.conftest import make_tiny_bert
-    from tests.export.test_export import _student
+    from tests.export.test_export import undistilled_student
 
     teacher = BertForSequenceClassification.from_pretrained(
         make_tiny_bert(tmp_path / "t", hidden=48, intermediate=96, heads=2)
     ).eval()
     dense = export_graphs(teacher, tmp_path, "dense")
-    student = export_graphs(_student(teacher, pattern="rank"), tmp_path, "student")
+    student = export_graphs(undistilled_student(teacher, pattern="rank"), tmp_path, "student")
     vocab = teacher.config.vocab_size
     calib = [random_feeds(1, 16, vocab, seed=i) for i in range(4)]
     waiting = [openvino_runner(dense["fp32"], 1, p, calib, static=True) for p in ("bf16", "int8")]

@@ -24,7 +24,7 @@ def dense_teacher(tmp_path_factory):
     return BertForSequenceClassification.from_pretrained(path).eval()
 
 
-def _student(teacher, pattern="unstructured", ratio=3.0):
+def undistilled_student(teacher, pattern="unstructured", ratio=3.0):
     """A student at ``ratio`` before distillation, rank components that pruning emptied still in place (what
     the graph-level shrink rewrite removes)."""
     from ladabert.config import CompressConfig
@@ -53,7 +53,7 @@ def _export(model, tmp_path, name="m.onnx") -> onnx.ModelProto:
 
 
 def test_factorized_export_matches_pytorch_with_one_fused_attention_per_layer(dense_teacher, tmp_path):
-    student = _student(dense_teacher)
+    student = undistilled_student(dense_teacher)
     graph = _export(student, tmp_path)
     feeds = _feeds()
     ref = student(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.detach().numpy()
@@ -81,7 +81,7 @@ def test_dense_teacher_is_fused_by_the_ort_optimizer(dense_teacher, tmp_path):
     ],
 )
 def test_each_rewrite_preserves_outputs_and_its_input(dense_teacher, tmp_path, name, rewrite):
-    graph = _export(_student(dense_teacher, pattern="rank"), tmp_path)
+    graph = _export(undistilled_student(dense_teacher, pattern="rank"), tmp_path)
     before = graph.SerializeToString()
     out = rewrite(graph)
     assert graph.SerializeToString() == before  # pure: the input is not mutated
@@ -91,7 +91,7 @@ def test_each_rewrite_preserves_outputs_and_its_input(dense_teacher, tmp_path, n
 
 
 def test_shrink_drops_zeroed_components_and_merge_makes_dense_matmuls(dense_teacher, tmp_path):
-    graph = _export(_student(dense_teacher, pattern="rank"), tmp_path)
+    graph = _export(undistilled_student(dense_teacher, pattern="rank"), tmp_path)
     size = sum(t.ByteSize() for t in graph.graph.initializer)
     shrunk = rw.shrink_factors(graph)
     assert (
@@ -108,7 +108,9 @@ def test_shrink_drops_zeroed_components_and_merge_makes_dense_matmuls(dense_teac
 
 def test_align_pads_every_rank_with_zeros_and_keeps_the_outputs(dense_teacher, tmp_path):
     # shrink first: its Split-size initializers and align's must not collide (one name, one tensor).
-    graph = rw.shrink_factors(_export(_student(dense_teacher, pattern="rank", ratio=4.0), tmp_path))
+    graph = rw.shrink_factors(
+        _export(undistilled_student(dense_teacher, pattern="rank", ratio=4.0), tmp_path)
+    )
     ranks = rw.factor_ranks(graph)
     assert any(k % 8 for k in ranks)  # the test needs ranks that are not aligned yet
     aligned = rw.align_factors(graph, 8, max_growth=10.0)
@@ -132,7 +134,7 @@ def test_align_pads_every_rank_with_zeros_and_keeps_the_outputs(dense_teacher, t
 
 
 def test_int8_quantization_stays_close(dense_teacher, tmp_path):
-    graph = _export(_student(dense_teacher), tmp_path)
+    graph = _export(undistilled_student(dense_teacher), tmp_path)
     q = rw.quantize_int8(graph)
     assert "MatMulInteger" in rw.count_ops(q) or "DynamicQuantizeMatMul" in rw.count_ops(q)
     assert np.abs(_run(q, _feeds()) - _run(graph, _feeds())).max() < 0.1
@@ -248,7 +250,7 @@ def test_skip_layer_norm_is_fused_for_dense_graphs_only_unless_asked(dense_teach
     from ladabert.cli import build_parser
 
     dense = _export(dense_teacher, tmp_path, "dense.onnx")
-    student = _export(_student(dense_teacher), tmp_path, "student.onnx")
+    student = _export(undistilled_student(dense_teacher), tmp_path, "student.onnx")
     assert rw.count_ops(rw.fuse(dense, 2, 48)).get("SkipLayerNormalization", 0) > 0
     auto = rw.fuse(student, 2, 48)
     assert rw.count_ops(auto).get("SkipLayerNormalization", 0) == 0

@@ -13,7 +13,7 @@ from ladabert.pipeline.student import LadaBertForSequenceClassification
 from ladabert.pipeline.teacher import evaluate
 
 
-def _cfg(**kw) -> CompressConfig:
+def compress_cfg(**kw) -> CompressConfig:
     base = dict(
         ratio=3.0,
         max_steps=60,
@@ -30,7 +30,7 @@ def _cfg(**kw) -> CompressConfig:
 
 def test_hybrid_compression_distils_a_reloadable_student(tmp_path, tiny_teacher, synthetic_glue):
     out = tmp_path / "student"
-    m = compress(_cfg(), tiny_teacher, out, data_dir=synthetic_glue)
+    m = compress(compress_cfg(), tiny_teacher, out, data_dir=synthetic_glue)
     assert m["ratio"] == pytest.approx(3.0, rel=0.01) and m["steps"] == 60
     assert m["value"] >= 0.9 and m["teacher_value"] >= 0.9  # chance is 0.5
     saved = json.loads((out / "config.json").read_text())
@@ -67,7 +67,7 @@ def test_masks_survive_optimizer_steps_and_training_changes_weights(tmp_path, ti
 
     cb = Inspect()
     compress(
-        _cfg(max_steps=40, schedule_updates=2),
+        compress_cfg(max_steps=40, schedule_updates=2),
         tiny_teacher,
         tmp_path / "s",
         data_dir=synthetic_glue,
@@ -129,7 +129,7 @@ def test_distillation_lowers_the_loss(tmp_path, tiny_teacher, synthetic_glue):
 
     cb = _fixed_batch_loss(tiny_teacher, synthetic_glue, DistillLoss())
     # A hard 5x student that reaches its ratio at step 4 and then only trains.
-    cfg = _cfg(ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05, max_steps=80)
+    cfg = compress_cfg(ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05, max_steps=80)
     m = compress(cfg, tiny_teacher, tmp_path / "s", data_dir=synthetic_glue, callbacks=[cb])
     assert cb.after < 0.85 * cb.before, (cb.before, cb.after)
     assert m["value"] >= 0.9
@@ -149,16 +149,18 @@ def test_killed_compression_resumes_to_the_same_step_count(tmp_path, tiny_teache
 
     out = tmp_path / "student"
     with pytest.raises(_Kill):
-        compress(_cfg(), tiny_teacher, out, data_dir=synthetic_glue, callbacks=[KillAt()])
+        compress(compress_cfg(), tiny_teacher, out, data_dir=synthetic_glue, callbacks=[KillAt()])
     assert not out.exists() and (checkpoint_dir_for(out) / "checkpoint-20").is_dir()
-    m = compress(_cfg(), tiny_teacher, out, data_dir=synthetic_glue)
+    m = compress(compress_cfg(), tiny_teacher, out, data_dir=synthetic_glue)
     assert m["resumed_from"].endswith("checkpoint-20") and m["steps"] == 60
     assert m["ratio"] == pytest.approx(3.0, rel=0.01)
 
 
 @pytest.mark.parametrize("method", ["svd", "prune", "distill-only"])
 def test_ablations_run_through_the_same_path(tmp_path, tiny_teacher, synthetic_glue, method):
-    m = compress(_cfg(method=method, max_steps=30), tiny_teacher, tmp_path / method, data_dir=synthetic_glue)
+    m = compress(
+        compress_cfg(method=method, max_steps=30), tiny_teacher, tmp_path / method, data_dir=synthetic_glue
+    )
     assert m["method"] == method and m["steps"] == 30 and m["config"]["w_attention"] == 1.0
     if method == "distill-only":  # attention distillation keeps the teacher's heads in the narrow student
         saved = json.loads((tmp_path / method / "config.json").read_text())
@@ -207,24 +209,24 @@ def test_attention_defaults_follow_the_students_heads():
 
 def test_bad_teachers_and_settings(tmp_path, tiny_teacher, tiny_bert_dir, synthetic_glue):
     with pytest.raises(LadaBertError, match="needs 1; fine-tune it first"):
-        compress(_cfg(task="stsb"), tiny_teacher, tmp_path / "o", data_dir=synthetic_glue)
+        compress(compress_cfg(task="stsb"), tiny_teacher, tmp_path / "o", data_dir=synthetic_glue)
     with pytest.raises(ValueError, match="method must be one of"):
-        _cfg(method="distill")
+        compress_cfg(method="distill")
     with pytest.raises(ValueError, match="hybrid must be >= 0"):
-        _cfg(hybrid=-0.1)
+        compress_cfg(hybrid=-0.1)
     with pytest.raises(ValueError, match="w_attention needs the student's heads"):
-        _cfg(keep_heads=0.5, w_attention=1.0)
+        compress_cfg(keep_heads=0.5, w_attention=1.0)
     with pytest.raises(ValueError, match="dropout must be >= 0"):
-        _cfg(dropout=-0.1)
+        compress_cfg(dropout=-0.1)
     with pytest.raises(ValueError, match="dropout must be >= 0 and <= 0.99"):
-        _cfg(dropout=1.0)
+        compress_cfg(dropout=1.0)
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("swap", ["batch", "neighbors"])
 def test_compression_with_token_augmentation_still_learns(tmp_path, tiny_teacher, synthetic_glue, swap):
     m = compress(
-        _cfg(augment=0.2, augment_swap=swap), tiny_teacher, tmp_path / "aug", data_dir=synthetic_glue
+        compress_cfg(augment=0.2, augment_swap=swap), tiny_teacher, tmp_path / "aug", data_dir=synthetic_glue
     )
     assert m["config"]["augment"] == 0.2 and m["config"]["augment_swap"] == swap and m["steps"] == 60
     assert m["value"] >= 0.9  # chance is 0.5
@@ -243,7 +245,7 @@ def test_compression_with_length_weighted_sampling_still_learns(
         return real(lengths, power)
 
     monkeypatch.setattr(D, "length_weighted_sampler", spy)
-    m = compress(_cfg(length_weight=1.5), tiny_teacher, tmp_path / "len", data_dir=synthetic_glue)
+    m = compress(compress_cfg(length_weight=1.5), tiny_teacher, tmp_path / "len", data_dir=synthetic_glue)
     assert m["config"]["length_weight"] == 1.5 and m["steps"] == 60
     ((lengths, power),) = calls  # one training sampler, over every training example's token count
     train = json.loads((tmp_path / "len" / "metrics.json").read_text())["train_examples"]
@@ -251,7 +253,7 @@ def test_compression_with_length_weighted_sampling_still_learns(
     assert m["value"] >= 0.9  # chance is 0.5
     # Without the setting Trainer keeps its own uniform sampler.
     calls.clear()
-    compress(_cfg(length_weight=0.0), tiny_teacher, tmp_path / "uniform", data_dir=synthetic_glue)
+    compress(compress_cfg(length_weight=0.0), tiny_teacher, tmp_path / "uniform", data_dir=synthetic_glue)
     assert calls == []
 
 
@@ -272,7 +274,7 @@ def test_student_dropout_setting_reaches_every_dropout_module_while_it_trains(
 
     off, default = Seen(), Seen()
     m = compress(
-        _cfg(dropout=0.0, w_attention=0.0),
+        compress_cfg(dropout=0.0, w_attention=0.0),
         tiny_teacher,
         tmp_path / "d0",
         data_dir=synthetic_glue,
@@ -283,7 +285,7 @@ def test_student_dropout_setting_reaches_every_dropout_module_while_it_trains(
     saved = json.loads((tmp_path / "d0" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.1  # the teacher's
     assert m["value"] >= 0.9  # chance is 0.5
-    cfg = _cfg(max_steps=2, w_attention=0.0)
+    cfg = compress_cfg(max_steps=2, w_attention=0.0)
     compress(cfg, tiny_teacher, tmp_path / "dflt", data_dir=synthetic_glue, callbacks=[default])
     assert default.p == {0.1}  # the teacher's (BERT's hidden and attention dropout)
 
@@ -294,12 +296,14 @@ def test_attention_distillation_starts_near_zero_and_learns(tmp_path, tiny_teach
     # Barely compressed and barely trained, the student's attention is the teacher's: the logged term (training
     # mode) stays near 0. With dropout on the returned attention maps it was about 2.7 nats.
     cb = _logged("loss_attention")
-    cfg = _cfg(w_attention=1.0, ratio=1.01, initial_ratio=1.01, learning_rate=1e-7, max_steps=10)
+    cfg = compress_cfg(w_attention=1.0, ratio=1.01, initial_ratio=1.01, learning_rate=1e-7, max_steps=10)
     compress(cfg, tiny_teacher, tmp_path / "near", data_dir=synthetic_glue, callbacks=[cb])
     assert len(cb.values) == 2 and max(cb.values) < 0.1, cb.values
     # At 5x the term falls with training (measured on fixed dev examples).
     cb = _fixed_batch_loss(tiny_teacher, synthetic_glue, DistillLoss(logits=0, hidden=0, attention=1))
-    cfg = _cfg(w_attention=1.0, ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05)
+    cfg = compress_cfg(
+        w_attention=1.0, ratio=5.0, initial_ratio=5.0, schedule_updates=1, schedule_fraction=0.05
+    )
     m = compress(cfg, tiny_teacher, tmp_path / "att", data_dir=synthetic_glue, callbacks=[cb])
     assert m["config"]["w_attention"] == 1.0 and m["steps"] == 60
     assert m["value"] >= 0.9  # chance is 0.5
@@ -317,7 +321,7 @@ def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
 
     cb = Last()
     # 60 steps, schedule over the first half; the last 40% (24 steps) sampled every 4 steps: 6 samples.
-    cfg = _cfg(average_last=0.4, average_every=4, schedule_fraction=0.5)
+    cfg = compress_cfg(average_last=0.4, average_every=4, schedule_fraction=0.5)
     m = compress(cfg, tiny_teacher, tmp_path / "avg", data_dir=synthetic_glue, callbacks=[cb])
     assert m["weights_averaged"] == 6 and m["config"]["average_last"] == 0.4
     assert m["ratio"] == pytest.approx(3.0, rel=0.01) and m["value"] >= 0.9
@@ -326,7 +330,7 @@ def test_weight_averaging_after_the_schedule_keeps_the_masks_and_the_ratio(
     assert not torch.equal(dense.U, cb.U.to(dense.U.dtype))  # the saved weights are the mean, not the last
     assert not dense.U[~dense.U_mask].any() and not dense.V[~dense.V_mask].any()
     with pytest.raises(ValueError, match=r"average_last must be >= 0 and <= 1 - schedule_fraction \(0.5\)"):
-        _cfg(average_last=0.6, schedule_fraction=0.5)
+        compress_cfg(average_last=0.6, schedule_fraction=0.5)
 
 
 def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, synthetic_glue, monkeypatch):
@@ -337,7 +341,10 @@ def test_the_students_metric_is_the_fp32_models(tmp_path, tiny_teacher, syntheti
     # bf16 autocast runs (emulated) on any CPU; the hardware check is tested on its own.
     monkeypatch.setattr("ladabert.pipeline.harness.cpu_has_bf16_matmul", lambda: True)
     m = compress(
-        _cfg(max_steps=10, mixed_precision="bf16"), tiny_teacher, tmp_path / "s", data_dir=synthetic_glue
+        compress_cfg(max_steps=10, mixed_precision="bf16"),
+        tiny_teacher,
+        tmp_path / "s",
+        data_dir=synthetic_glue,
     )
     assert m["bf16_autocast"] and m["value_precision"] == "fp32"
     assert seen == [False, False, False]  # teacher, initial student, final student
@@ -350,7 +357,7 @@ def test_plain_and_data_aware_compression_learn_and_reload(
 ):
     out = tmp_path / "student"
     m = compress(
-        _cfg(data_aware=aware, calibration_samples=100, pattern=pattern),
+        compress_cfg(data_aware=aware, calibration_samples=100, pattern=pattern),
         tiny_teacher,
         out,
         data_dir=synthetic_glue,
@@ -365,6 +372,6 @@ def test_plain_and_data_aware_compression_learn_and_reload(
 
 def test_data_aware_settings_are_checked():
     with pytest.raises(ValueError, match="calibration_samples must be >= 1"):
-        _cfg(calibration_samples=0)
+        compress_cfg(calibration_samples=0)
     with pytest.raises(ValueError, match="data_aware must be true or false"):
-        _cfg(data_aware="yes")
+        compress_cfg(data_aware="yes")

@@ -13,7 +13,7 @@ from ladabert.pipeline.compress import CompressConfig, compress
 from ladabert.pipeline.structured import head_scores, kept_count, neuron_scores, prune_structure
 from ladabert.pipeline.student import LadaBertForSequenceClassification
 from ladabert.pipeline.teacher import evaluate
-from tests.pipeline.test_compress import _cfg
+from tests.pipeline.test_compress import compress_cfg
 
 
 def _bert(heads=4, hidden=64, ffn=128, layers=2, vocab=120) -> BertForSequenceClassification:
@@ -132,7 +132,7 @@ def test_narrow_compression_learns_exports_and_runs_on_both_runtimes(
     from ladabert.export.runner import OnnxClassifier
 
     out = tmp_path / "student"
-    cfg = _cfg(method=method, keep_heads=0.5, keep_ffn=0.5)  # the compress tests' tiny-run settings
+    cfg = compress_cfg(method=method, keep_heads=0.5, keep_ffn=0.5)  # the compress tests' tiny-run settings
     m = compress(cfg, tiny_teacher, out, data_dir=synthetic_glue)
     assert m["ratio"] == pytest.approx(3.0, rel=0.01)
     assert m["value"] >= 0.9  # chance is 0.5
