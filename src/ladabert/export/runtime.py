@@ -27,8 +27,8 @@ def ort_session(
     """An ONNX Runtime session with every graph optimization on.
 
     ``threads`` fixes the intra-op thread count (None: the runtime's default). ``spinning=False`` stops idle
-    workers from spinning after each run: interleaved with other sessions on few cores that spinning steals
-    the next session's CPU, so the latency benchmark turns it off for every session alike.
+    workers from spinning after each run: interleaved with other runners on few cores, that spinning steals
+    the next runner's CPU, so the latency benchmark turns it off for every runner alike.
     """
     import onnxruntime as ort
 
