@@ -26,9 +26,8 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    if f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-        return " ".join(str(v) for v in value) if value else "none"
+    if isinstance(f.default, tuple):
+        return " ".join(str(v) for v in f.default) or "none"
     return "unset" if f.default is None else str(f.default)
 
 

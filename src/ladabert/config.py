@@ -40,10 +40,8 @@ ALL_BACKENDS = (
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002
-    """A dataclass field with its CLI help (and optional ``choices`` / ``aliases``) in the metadata."""
-    if isinstance(default, list | tuple):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **meta})
+    """A dataclass field with its CLI help (and optional ``choices`` / ``aliases``) in the metadata;
+    sequence defaults are tuples, so no default factory is needed."""
     return field(default=default, metadata={"help": help, **meta})
 
 

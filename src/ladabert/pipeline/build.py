@@ -11,6 +11,7 @@ Example (BERT-base shape, random weights: what the latency benchmark measures)::
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,9 +139,7 @@ def build_student(
 
     For latency measurement and tests; a student for use comes from :func:`ladabert.compress`.
     """
-    built = plan_student(
-        teacher, CompressConfig.from_dict({**config.to_dict(), "initial_ratio": config.ratio}), stats
-    )
+    built = plan_student(teacher, dataclasses.replace(config, initial_ratio=config.ratio), stats)
     student = shrink_factors(built.student.eval())
     if config.method != "distill-only":
         student.config.ladabert = {

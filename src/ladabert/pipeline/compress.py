@@ -165,7 +165,8 @@ def compress_model(
     """Compress an in-memory teacher into a student module (the in-memory form of :func:`compress`).
 
     Args:
-        teacher: a fine-tuned BERT sequence classifier (not changed).
+        teacher: a fine-tuned BERT sequence classifier; its weights are not changed (with the attention
+            term on, its config is switched to eager attention, the only one that returns the maps).
         tokenizer: its tokenizer.
         train_split, dev_split: labelled examples (:func:`ladabert.load_glue`) for distillation and scoring.
         config: see :class:`~ladabert.config.CompressConfig` (default: the 5x hybrid student).
