@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,teacher,openvino]"
+	$(BIN)/pip install -q -e ".[train,dev,teacher,openvino]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -41,6 +41,10 @@ def save_results(name: str, data: dict[str, Any], results: Path | None = None) -
 # differs from today's defaults only in these still follows the default recipe.
 NOT_RECIPE = {
     "task",
+    "train_file",
+    "validation_file",
+    "text_columns",
+    "label_column",
     "ratio",
     "method",
     "pattern",

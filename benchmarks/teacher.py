@@ -54,17 +54,25 @@ def main(argv: list[str] | None = None) -> int:
 
         finetune(FinetuneConfig(task=args.task), args.teacher, data_dir=args.data_dir)
     m = json.loads(metrics_path.read_text())
-    from ladabert.pipeline.teacher import FinetuneConfig
-
     # Settings that define the recipe: the base model, the data and the optimization (not where or how often
     # to evaluate, log or save, nor the evaluation batch, padding length or autocast choice).
-    defaults = FinetuneConfig(task=m["task"]).to_dict()
+    from ladabert.pipeline.teacher import FinetuneConfig, training_steps
+
+    default_cfg = FinetuneConfig(task=m["task"])
+    defaults = default_cfg.to_dict()
+    # min_steps is compared through its effect (the number of steps), so that runs recorded before it
+    # existed count as runs of the recipe wherever it changes nothing (4,210 steps on the whole of SST-2).
     recipe = [
         k
         for k in defaults
         if k
         not in (
             "task",
+            "train_file",
+            "validation_file",
+            "text_columns",
+            "label_column",
+            "min_steps",
             "eval_steps",
             "save_steps",
             "logging_steps",
@@ -99,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 "bf16_autocast": r.get("bf16_autocast", False),
                 "average_last": r["config"].get("average_last", 0.0),
                 # Same recipe as `ladabert finetune --task T` with no other flag (set explicitly or not).
-                "default_recipe": all(r["config"].get(k, "missing") == defaults[k] for k in recipe),
+                "default_recipe": all(r["config"].get(k, "missing") == defaults[k] for k in recipe)
+                and r["steps"] == training_steps(default_cfg, r["train_examples"]),
                 "weights_averaged": r.get("weights_averaged", 0),
                 "value": r["value"],
                 "value_recorded_by_the_run": value_recorded,

@@ -125,6 +125,7 @@ def tiny_teacher(tmp_path_factory, synthetic_glue) -> Path:
         model=str(base),
         max_length=32,
         epochs=4,
+        min_steps=0,
         batch_size=16,
         learning_rate=2e-3,
         eval_steps=0,

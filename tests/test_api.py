@@ -60,4 +60,4 @@ def test_the_readme_python_example_runs_as_written(tmp_path, tiny_teacher, synth
     student, metrics = namespace["student"], namespace["metrics"]
     assert type(student).__name__ == "LadaBertForSequenceClassification"
     assert abs(metrics["ratio"] - 5.0) < 0.05 and metrics["value"] > 0.6  # the synthetic task is learnable
-    assert (tmp_path / "runs" / "api" / "student-5x-onnx" / "model_int8.onnx").is_file()
+    assert (tmp_path / "runs" / "api" / "student-5x-onnx" / "model_quantized.onnx").is_file()

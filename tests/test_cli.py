@@ -99,7 +99,9 @@ def test_run_goes_end_to_end_on_a_tiny_model(tmp_path, tiny_bert_dir, synthetic_
     )
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "[4/4] predict" in out and (tmp_path / "run" / "student-3x-onnx" / "model_int8.onnx").is_file()
+    assert (
+        "[4/4] predict" in out and (tmp_path / "run" / "student-3x-onnx" / "model_quantized.onnx").is_file()
+    )
     # A second run reuses every stage.
     assert (
         main(

@@ -32,6 +32,8 @@ _LAZY = {
     "load_glue": "ladabert.pipeline.data",
     "get_task": "ladabert.pipeline.data",
     "load_classifier": "ladabert.pipeline.student",
+    "densify": "ladabert.pipeline.student",
+    "LadaBertConfig": "ladabert.student_config",
     # types
     "FinetuneConfig": "ladabert.config",
     "CompressConfig": "ladabert.config",
@@ -44,6 +46,12 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
+
+# Students load through transformers' Auto classes and pipeline() once ladabert is imported (registered
+# when transformers loads them, so that this import stays quick and needs no torch).
+from ladabert import hf as _hf  # noqa: E402
+
+_hf.install()
 
 
 def __getattr__(name: str) -> Any:

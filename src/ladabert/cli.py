@@ -1,4 +1,4 @@
-"""The ``ladabert`` command: finetune, compress, eval, export, bench, predict, run.
+"""The ``ladabert`` command: finetune, compress, eval, export, densify, bench, predict, run.
 
 The CLI only parses arguments, builds a config and calls the Python API. Its flags are generated from the
 config dataclasses (:mod:`ladabert.config`), so help and defaults live in one place; heavy libraries are
@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ladabert.cli_args import add_config_args, config_overrides
 from ladabert.config import BenchConfig, CompressConfig, ExportConfig, FinetuneConfig
@@ -20,6 +21,10 @@ from ladabert.config import BenchConfig, CompressConfig, ExportConfig, FinetuneC
 # cadence); the other fields the two configs share get a ``--compress-`` prefix for the compression stage.
 RUN_SHARED = (
     "task",
+    "train_file",
+    "validation_file",
+    "text_columns",
+    "label_column",
     "max_length",
     "batch_size",
     "eval_batch_size",
@@ -35,15 +40,15 @@ _FINETUNE_FIELDS = tuple(FinetuneConfig.__dataclass_fields__)
 RUN_PREFIXED = tuple(
     f for f in CompressConfig.__dataclass_fields__ if f in _FINETUNE_FIELDS and f not in RUN_SHARED
 )
-EXPORT_SHARED = ("task", "max_length", "max_eval_samples")
+EXPORT_SHARED = ("task", "validation_file", "text_columns", "label_column", "max_length", "max_eval_samples")
 
 
 def _data_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="GLUE root or task directory (default: LADABERT_DATA_DIR, "
-        "then ../shared/data/glue beside the checkout, then Hugging Face datasets)",
+        help="GLUE root or task directory (default: LADABERT_DATA_DIR, then the SST-2 copy shipped with "
+        "ladabert, then Hugging Face datasets); unused with --train-file",
     )
 
 
@@ -58,7 +63,7 @@ def _training_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def _add_subcommands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a BERT teacher on a GLUE task")
+    p = sub.add_parser("finetune", help="fine-tune a BERT teacher on a GLUE task or your own data files")
     add_config_args(p, FinetuneConfig)
     _data_dir_arg(p)
     _preset_arg(p)
@@ -80,13 +85,26 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="classify text with an exported bundle (needs no torch)")
     p.add_argument("bundle", help="directory written by ladabert export")
-    p.add_argument("texts", nargs="+", help="text(s) to classify")
+    p.add_argument("texts", nargs="*", help="text(s) to classify; - reads one text per line from stdin")
+    p.add_argument(
+        "--input",
+        default=None,
+        help="file of one text per line, or .jsonl with text (and text_pair) fields; - for stdin",
+    )
     p.add_argument("--pair", nargs="+", default=None, help="second segment(s) for pair tasks")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
     p.add_argument("--precision", default="fp32", help="fp32 | int8 (default fp32)")
     p.add_argument("--runtime", default="onnxruntime", help="onnxruntime | openvino")
     p.add_argument("--openvino-precision", default="f32", help="OpenVINO inference precision: f32 | bf16")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--json", action="store_true", help='print [{"label": ..., "score": ...}], as transformers\' pipeline'
+    )
+
+    p = sub.add_parser("densify", help="write a student as a stock BertForSequenceClassification")
+    p.add_argument("model_dir", help="student directory (ladabert compress)")
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     p = sub.add_parser("bench", help="latency of BERT-base-shaped students and bundles against BERT-base")
     add_config_args(p, BenchConfig)
@@ -97,9 +115,9 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
         "--out", default="runs/bench.json", help="JSON file for the rows (default runs/bench.json)"
     )
 
-    p = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's dev set")
+    p = sub.add_parser("eval", help="evaluate a saved model on a GLUE dev set or a validation file")
     p.add_argument("model_dir")
-    add_config_args(p, FinetuneConfig, only=("task", "max_length", "max_eval_samples"))
+    add_config_args(p, ExportConfig, only=EXPORT_SHARED)
     _data_dir_arg(p)
 
     p = sub.add_parser(
@@ -236,14 +254,78 @@ def _print_bundle(m: dict, out: str) -> None:
     )
 
 
+def _predict_inputs(args: argparse.Namespace) -> Any:
+    """``(text, pair or None)`` from the arguments, ``--input`` or stdin, read lazily."""
+    from ladabert.errors import LadaBertError
+
+    source = args.input if args.input is not None else ("-" if args.texts == ["-"] else None)
+    if source is None:
+        if not args.texts:
+            raise LadaBertError("no text given; pass texts, --input FILE, or - to read stdin")
+        if args.pair is not None and len(args.pair) != len(args.texts):
+            raise LadaBertError(
+                f"got {len(args.texts)} text(s) but {len(args.pair)} --pair segment(s); give one each"
+            )
+        yield from zip(args.texts, args.pair or [None] * len(args.texts))
+        return
+    if args.texts and args.texts != ["-"]:
+        raise LadaBertError("pass texts or --input, not both")
+    if args.pair is not None:
+        raise LadaBertError("--pair goes with texts on the command line; in a .jsonl --input use text_pair")
+    if source == "-":
+        yield from ((line.rstrip("\r\n"), None) for line in sys.stdin if line.strip())
+        return
+    yield from _read_input_file(Path(source))
+
+
+def _read_input_file(path: Path) -> Any:
+    from ladabert.errors import LadaBertError
+
+    try:
+        fh = open(path, encoding="utf-8-sig")
+    except OSError as exc:
+        raise LadaBertError(f"cannot read --input {path}: {exc.strerror}; check the path") from None
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                if path.suffix.lower() != ".jsonl":
+                    yield line.rstrip("\r\n"), None
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise LadaBertError(
+                        f"{path}:{lineno}: invalid JSON ({exc.msg}); one object per line"
+                    ) from None
+                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                    raise LadaBertError(
+                        f'{path}:{lineno}: need an object with a "text" string (and "text_pair")'
+                    )
+                yield rec["text"], rec.get("text_pair")
+        except UnicodeDecodeError:
+            raise LadaBertError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+
+
+def _batched(items: Any, size: int) -> Any:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ladabert.errors import LadaBertError
     from ladabert.export.runner import OnnxClassifier
 
-    if args.pair is not None and len(args.pair) != len(args.texts):
-        raise LadaBertError(
-            f"got {len(args.texts)} text(s) but {len(args.pair)} --pair segment(s); give one each"
-        )
+    if args.batch_size < 1:
+        raise LadaBertError(f"--batch-size must be >= 1, got {args.batch_size}")
+    inputs = _predict_inputs(args)
     clf = OnnxClassifier(
         args.bundle,
         precision=args.precision,
@@ -251,28 +333,46 @@ def cmd_predict(args: argparse.Namespace) -> int:
         threads=args.threads,
         openvino_hint=args.openvino_precision,
     )
-    preds = clf.predict(args.texts, args.pair)
+    results = []
+    for batch in _batched(inputs, args.batch_size):
+        texts = [t for t, _ in batch]
+        pairs = [p for _, p in batch]
+        if any(p is None for p in pairs) and any(p is not None for p in pairs):
+            raise LadaBertError("some inputs have a text_pair and some do not; give every input one or none")
+        preds = clf(texts, None if pairs[0] is None else pairs)
+        if args.json:
+            results += preds
+            continue
+        for t, p in zip(texts, preds):
+            print(f"{p['label']}\t{p['score']:.4f}\t{t}", flush=True)
     if args.json:
-        print(json.dumps([{"text": t, **p} for t, p in zip(args.texts, preds)], indent=2))
-    else:
-        for t, p in zip(args.texts, preds):
-            if "label" in p:
-                print(f"{p['label']}\t{p['probabilities'][p['label']]:.4f}\t{t}")
-            else:
-                print(f"{p['score']:.4f}\t{t}")
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_densify(args: argparse.Namespace) -> int:
+    from ladabert.pipeline.student import densify_dir
+
+    m = densify_dir(args.model_dir, args.out, overwrite=args.overwrite)
+    print(
+        f"stock BertForSequenceClassification, max logit difference to the student {m['max_abs_diff']:.2g} "
+        f"-> {Path(args.out).absolute()}"
+    )
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import evaluate
 
-    defaults = FinetuneConfig.__dataclass_fields__
     m = evaluate(
         args.model_dir,
-        args.task or defaults["task"].default,
+        args.task,
         data_dir=args.data_dir,
-        max_length=args.max_length or defaults["max_length"].default,
+        max_length=args.max_length or ExportConfig.__dataclass_fields__["max_length"].default,
         max_samples=args.max_eval_samples,
+        validation_file=args.validation_file,
+        text_columns=tuple(args.text_columns or ()),
+        label_column=args.label_column,
     )
     print(json.dumps(m, indent=2))
     return 0
@@ -328,13 +428,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             ecfg.precisions = ("fp32",)
             bm = export_bundle(student_dir, bundle, ecfg, data_dir=args.data_dir)
     _print_bundle(bm, str(bundle))
-    examples = ["a gripping , beautifully acted film", "a dull , lifeless mess"]
+    texts, pairs = (RUN_EXAMPLES, None) if bm["task"] == "sst2" else _first_examples(bm, args.data_dir)
     precision = "int8" if "int8" in bm["files"] else "fp32"
     print(f"[4/4] predict (ONNX Runtime, {precision}, no torch needed):")
     clf = OnnxClassifier(bundle, precision=precision)
-    for text, p in zip(examples, clf.predict(examples)):
-        print(f"      {p.get('label', p.get('score'))}\t{text}")
+    for text, p in zip(texts, clf(texts, pairs)):
+        print(f"      {p['label']}\t{p['score']:.4f}\t{text}")
     return 0
+
+
+RUN_EXAMPLES = ["a gripping , beautifully acted film", "a dull , lifeless mess"]
+
+
+def _first_examples(bundle_meta: dict, data_dir: str | None) -> tuple[list[str], list[str] | None]:
+    """The first two validation examples of the bundle's data, for the run's closing demo."""
+    from ladabert.pipeline.data import load_glue
+    from ladabert.pipeline.files import DataFiles, load_files
+
+    recorded = bundle_meta.get("data") or {}
+    if recorded.get("validation_file"):
+        files = DataFiles(
+            None,
+            recorded["validation_file"],
+            tuple(recorded.get("text_columns") or ()),
+            recorded.get("label_column"),
+        )
+        dev = load_files(files, label_names=tuple(bundle_meta["labels"]) or None, splits=("dev",))[2]
+    else:
+        dev = load_glue(bundle_meta["task"], "dev", data_dir)
+    first = dev.texts[:2]
+    return [t[0] for t in first], ([t[1] for t in first] if len(first[0]) > 1 else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "export": cmd_export,
         "predict": cmd_predict,
+        "densify": cmd_densify,
         "bench": cmd_bench,
     }[args.command]
     try:

@@ -96,11 +96,28 @@ class JsonConfig:
             raise LadaBertError(f"invalid setting: {exc}") from None
 
 
+def _check_data_fields(cfg: Any, need_train: bool) -> None:
+    """A GLUE task name, or data files: with ``need_train`` both a training and a validation file."""
+    cfg.text_columns = tuple(cfg.text_columns)
+    if len(cfg.text_columns) > 2:
+        raise ValueError(
+            f"text_columns takes one column, or two for sentence pairs, got {list(cfg.text_columns)}"
+        )
+    train = getattr(cfg, "train_file", None)
+    if need_train and (train is None) != (cfg.validation_file is None):
+        given, missing = ("train_file", "validation_file") if train else ("validation_file", "train_file")
+        raise ValueError(
+            f"{given} needs {missing} too (a labelled file for training and one for evaluation); pass both"
+        )
+    if train is None and cfg.validation_file is None and cfg.task is not None:
+        from ladabert.pipeline.data import get_task
+
+        get_task(cfg.task)  # raises LadaBertError on an unknown task
+
+
 def _check_training_fields(cfg: Any) -> None:
     """The checks that fine-tuning and compression configs share."""
-    from ladabert.pipeline.data import get_task
-
-    get_task(cfg.task)  # raises LadaBertError on an unknown task
+    _check_data_fields(cfg, need_train=True)
     check_range("max_length", cfg.max_length, 8)
     check_range("batch_size", cfg.batch_size, 1)
     check_range("eval_batch_size", cfg.eval_batch_size, 1)
@@ -125,11 +142,27 @@ _MIXED_HELP = "bf16 autocast in training: auto uses it on bf16 GPUs and AMX/AVX5
 class FinetuneConfig(JsonConfig):
     """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the results tables)."""
 
-    task: str = _f("sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
+    task: str = _f(
+        "sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb (unused with --train-file)"
+    )
+    train_file: str | None = _f(
+        None, "your own training data: csv, tsv, json/jsonl or parquet (instead of --task)"
+    )
+    validation_file: str | None = _f(None, "your own labelled evaluation data, same columns as --train-file")
+    text_columns: tuple[str, ...] = _f(
+        (),
+        "text column(s) of the data files: one, or two for pairs (default: sentence1 sentence2, text, "
+        "or sentence)",
+        aliases=("--text-column",),
+    )
+    label_column: str | None = _f(None, "label column of the data files (default: label)")
     model: str | None = _f(None, "base checkpoint: local directory or hub id (default: all-MiniLM-L6-v2)")
     max_length: int = _f(128, "max tokens per example")
     epochs: float = _f(2.0, "training epochs (ignored when --max-steps > 0)")
-    max_steps: int = _f(-1, "training steps; > 0 overrides --epochs")
+    min_steps: int = _f(
+        1000, "train at least this many steps: small datasets get more epochs (ignored when --max-steps > 0)"
+    )
+    max_steps: int = _f(-1, "training steps; > 0 overrides --epochs and --min-steps")
     batch_size: int = _f(32, "training batch size per device")
     eval_batch_size: int = _f(128, "evaluation batch size")
     learning_rate: float = _f(3e-5, "peak learning rate (linear warm-up and decay)", aliases=("--lr",))
@@ -150,12 +183,19 @@ class FinetuneConfig(JsonConfig):
     PRESETS = {
         "default": {},
         # Minutes on 2 CPU cores: shows the pipeline end to end, not a good teacher.
-        "quick": {"epochs": 1.0, "max_train_samples": 4000, "eval_steps": 0, "save_steps": 100},
+        "quick": {
+            "epochs": 1.0,
+            "min_steps": 0,
+            "max_train_samples": 4000,
+            "eval_steps": 0,
+            "save_steps": 100,
+        },
     }
 
     def __post_init__(self) -> None:
         _check_training_fields(self)
         check_range("epochs", self.epochs, 0, lo_open=True)
+        check_range("min_steps", self.min_steps, 0)
         check_range("average_last", self.average_last, 0, 1)
         if self.max_steps != -1:
             check_range("max_steps", self.max_steps, 1)
@@ -165,7 +205,20 @@ class FinetuneConfig(JsonConfig):
 class CompressConfig(JsonConfig):
     """Settings of one compression run (defaults: the SST-2 students of the results tables)."""
 
-    task: str = _f("sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb")
+    task: str = _f(
+        "sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb (unused with --train-file)"
+    )
+    train_file: str | None = _f(
+        None, "your own training data: csv, tsv, json/jsonl or parquet (instead of --task)"
+    )
+    validation_file: str | None = _f(None, "your own labelled evaluation data, same columns as --train-file")
+    text_columns: tuple[str, ...] = _f(
+        (),
+        "text column(s) of the data files: one, or two for pairs (default: sentence1 sentence2, text, "
+        "or sentence)",
+        aliases=("--text-column",),
+    )
+    label_column: str | None = _f(None, "label column of the data files (default: label)")
     ratio: float = _f(5.0, "target compression ratio (teacher params / student non-zero params)")
     method: str = _f("hybrid", "hybrid (SVD + pruning), svd, prune, or distill-only", choices=METHODS)
     pattern: str = _f("unstructured", "pruning pattern of the factors", choices=PATTERNS)
@@ -297,7 +350,16 @@ class ExportConfig(JsonConfig):
     )
     opset: int = _f(17, "ONNX opset")
     max_length: int = _f(128, "max tokens per example the bundle is validated at")
-    task: str | None = _f(None, "GLUE task for validation (default: the model's fine-tuning task)")
+    task: str | None = _f(
+        None, "GLUE task for validation (default: the model's fine-tuning task or data files)"
+    )
+    validation_file: str | None = _f(
+        None, "your own labelled data for validation (default: the file the model was trained with)"
+    )
+    text_columns: tuple[str, ...] = _f(
+        (), "text column(s) of --validation-file (default: the model's)", aliases=("--text-column",)
+    )
+    label_column: str | None = _f(None, "label column of --validation-file (default: the model's)")
     validate_samples: int = _f(256, "dev examples compared logit by logit in fp32")
     max_eval_samples: int | None = _f(None, "dev examples for the metric checks (default: all)")
     fp32_atol: float = _f(1e-3, "largest allowed fp32 logit difference against PyTorch")
@@ -306,6 +368,7 @@ class ExportConfig(JsonConfig):
     rewrites: tuple[str, ...] = _f(REWRITE_NAMES, "graph rewrites, in order: shrink merge align fuse")
 
     def __post_init__(self) -> None:
+        _check_data_fields(self, need_train=False)
         self.precisions, self.rewrites = tuple(self.precisions), tuple(self.rewrites)
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or "fp32" not in self.precisions:

@@ -163,7 +163,14 @@ def test_bundle_loads_in_optimum_and_predict_needs_no_torch(tmp_path, tiny_teach
     assert meta["fused_attention_nodes"] == meta["num_layers"] == 2
     assert meta["validation"]["fp32"]["max_abs_diff"] < 1e-4
     assert abs(meta["validation"]["fp32"]["value"] - meta["validation"]["pytorch_value"]) <= 0.001
-    assert set(meta["files"]) == {"fp32", "int8"} and (out / "model_int8.onnx").is_file()
+    # The int8 file carries the name optimum's quantizer gives it; the OpenVINO IR is what optimum-intel reads.
+    assert set(meta["files"]) == {"fp32", "int8"} and (out / "model_quantized.onnx").is_file()
+    assert meta["openvino_ir"] == "openvino_model.xml" and (out / "openvino_model.bin").is_file()
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 32
+    assert json.loads((out / "config.json").read_text())["model_type"] == "bert"
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "compression_ratio: 3." in card and "latency_at_export:" in card
+    assert "OVModelForSequenceClassification.from_pretrained" in card and str(out) in card
     assert {"export", "shrink", "merge", "align", "fuse", "quantize_int8"} <= set(meta["stages"])
     assert json.loads((out / "ladabert.json").read_text())["ratio"] == pytest.approx(3.0, rel=0.01)
 
@@ -177,6 +184,11 @@ def test_bundle_loads_in_optimum_and_predict_needs_no_torch(tmp_path, tiny_teach
     ort_model = ORTModelForSequenceClassification.from_pretrained(out)
     ref = load_classifier(student).eval()(**batch).logits
     assert (ort_model(**batch).logits - ref).abs().max() < 1e-4
+    assert ort_model.config.id2label == {0: "negative", 1: "positive"}
+    from optimum.intel import OVModelForSequenceClassification
+
+    ov_model = OVModelForSequenceClassification.from_pretrained(out)  # no from_onnx or other flags
+    assert (ov_model(**batch).logits - ref).abs().max() < 1e-4
 
     code = (
         "import sys; from ladabert.cli import main; rc = main(['predict', sys.argv[1], 'good w1 w2', 'w3 bad w4',"
@@ -185,7 +197,8 @@ def test_bundle_loads_in_optimum_and_predict_needs_no_torch(tmp_path, tiny_teach
     res = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     preds = json.loads(res.stdout)
-    assert [p["label"] for p in preds] == ["1", "0"]
+    assert [p["label"] for p in preds] == ["positive", "negative"]
+    assert all(set(p) == {"label", "score"} and 0.5 < p["score"] <= 1 for p in preds)
 
 
 def test_a_model_that_fails_validation_is_refused_and_nothing_is_written(

@@ -158,15 +158,29 @@ def test_explicit_data_dir_is_authoritative(tmp_path):
 
 
 def test_nothing_found_lists_every_place_tried(tmp_path, monkeypatch):
-    monkeypatch.setenv(data_mod.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    monkeypatch.delenv(data_mod.DATA_DIR_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    # RTE is not among the data shipped beside the checkout, so every source misses.
+    # RTE is not shipped with the package, so with no --data-dir and no environment variable every source misses.
     with pytest.raises(LadaBertError) as err:
         load_glue("rte", "train")
     msg = str(err.value)
-    assert "LADABERT_DATA_DIR" in msg and "beside the checkout" in msg and "Hugging Face datasets" in msg
-    assert msg.count(";") >= 3
+    assert "Hugging Face datasets" in msg and "--data-dir" in msg and "--train-file" in msg
+    # The environment variable is authoritative, like --data-dir.
+    monkeypatch.setenv(data_mod.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(LadaBertError, match=r"tried LADABERT_DATA_DIR: .*nowhere"):
+        load_glue("sst2", "train")
+
+
+def test_sst2_ships_with_the_package(tmp_path, monkeypatch):
+    monkeypatch.delenv(data_mod.DATA_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no data folder anywhere near
+    train, dev = load_glue("sst2", "train"), load_glue("sst2", "dev")
+    assert (len(train), len(dev)) == (67349, 872)
+    assert train.source.startswith(str(data_mod.EMBEDDED_ROOT)) and train.source.endswith("train.tsv.xz")
+    assert 0.5 < train.labels.mean() < 0.6 and set(np.unique(dev.labels)) == {0, 1}
+    assert get_task("sst2").names == ("negative", "positive")
+    assert (data_mod.EMBEDDED_ROOT / "SST-2" / "SOURCE.md").read_text().count("Socher") == 1
 
 
 def test_subsets_are_seeded_and_sized(synthetic_glue):

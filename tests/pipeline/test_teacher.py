@@ -15,6 +15,7 @@ def _config(model_dir, **kw) -> FinetuneConfig:
         model=str(model_dir),
         max_length=32,
         epochs=4,
+        min_steps=0,
         batch_size=16,
         learning_rate=2e-3,
         warmup_ratio=0.1,
@@ -193,3 +194,19 @@ def test_the_reported_metric_is_the_fp32_models_not_the_autocast_one(
     )
     assert m["bf16_autocast"] and seen == [False]
     assert evaluate(tmp_path / "t", "sst2", data_dir=synthetic_glue, max_length=32)["value"] == m["value"]
+
+
+def test_small_data_trains_at_least_min_steps(tmp_path, tiny_bert_dir, synthetic_glue):
+    from ladabert.pipeline.teacher import training_steps
+
+    # 600 examples at batch 16 are 38 steps an epoch: one epoch is raised to 50 steps, three are not.
+    assert training_steps(FinetuneConfig(epochs=1, min_steps=50, batch_size=16), 600) == 50
+    assert training_steps(FinetuneConfig(epochs=3, min_steps=50, batch_size=16), 600) == 114
+    assert training_steps(FinetuneConfig(epochs=3, min_steps=50, max_steps=7), 600) == 7
+    # The defaults: SST-2's 67,349 examples keep their 2 epochs; 3.7k examples get 1,000 steps, not 232.
+    assert training_steps(FinetuneConfig(), 67349) == 4210
+    assert training_steps(FinetuneConfig(), 3700) == 1000
+    assert training_steps(FinetuneConfig(), 3700, processes=4) == 1000
+    m = finetune(_config(tiny_bert_dir, epochs=1, min_steps=50), tmp_path / "t", data_dir=synthetic_glue)
+    assert m["steps"] == 50 and m["epochs"] > 1
+    assert 0.3 < m["majority_value"] < 0.7 and m["value"] > m["majority_value"] + 0.2

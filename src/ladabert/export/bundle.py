@@ -7,15 +7,17 @@ against PyTorch logit by logit -> int8 dynamic quantization judged by the task m
 (fp16 for the CUDA provider on request). Everything is written into a temporary directory that is
 renamed to ``--out`` only when every requested precision passed validation.
 
-The bundle holds ``model.onnx`` (fp32), ``model_int8.onnx``, tokenizer files, ``config.json`` and
-``ladabert.json`` (ratio, ranks, opset, rewrites, node counts per stage, validation numbers, versions).
-It loads with ``optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained(DIR)`` and with
-``ladabert predict DIR "text"``.
+The bundle holds ``model.onnx`` (fp32), ``model_quantized.onnx`` (int8, named as optimum's quantizer
+names it), ``openvino_model.xml``/``.bin`` (the fp32 graph in OpenVINO's format, where OpenVINO is
+installed), tokenizer files whose ``model_max_length`` is the validated length, a stock BERT
+``config.json`` with the label names, a ``README.md`` model card and ``ladabert.json`` (ratio, ranks,
+opset, rewrites, node counts per stage, validation numbers, latency at export, versions). It loads as it
+is with ``optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained(DIR)``,
+``optimum.intel.OVModelForSequenceClassification.from_pretrained(DIR)`` and ``ladabert predict DIR "text"``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -27,7 +29,8 @@ from ladabert.config import PRECISIONS, ExportConfig  # noqa: F401  (ExportConfi
 from ladabert.errors import LadaBertError
 from ladabert.utils import atomic_output_dir, run_environment, write_json_atomic
 
-FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
+FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx", "fp16": "model_fp16.onnx"}
+OPENVINO_FILE = "openvino_model.xml"  # what optimum-intel's OVModel classes look for in a directory
 # Dynamic int8 settings tried in order until one keeps the task metric; signed per-channel weights are
 # accurate on VNNI CPUs, 7-bit (reduce_range) and unsigned weights avoid u8*s8 saturation elsewhere.
 INT8_CANDIDATES = (
@@ -74,24 +77,75 @@ def _batches(
     return out
 
 
-def _load_source(model_dir: str | os.PathLike, cfg: ExportConfig) -> tuple[str, Any, Any]:
-    """Resolve and check the model to export; returns (path, its config, its task)."""
-    from ladabert.pipeline.data import get_task
-    from ladabert.pipeline.teacher import load_bert_config, resolve_model
+def _load_source(
+    model_dir: str | os.PathLike, cfg: ExportConfig, data_dir: str | os.PathLike | None
+) -> tuple[str, Any, Any, Any]:
+    """Resolve and check the model to export; returns (path, its config, its task, the validation split)."""
+    from ladabert.pipeline.teacher import load_bert_config, resolve_model, validation_data
 
     path = resolve_model(str(model_dir))
     mcfg = load_bert_config(path)
-    task_name = cfg.task or getattr(mcfg, "finetuning_task", None)
-    if not task_name:
-        raise LadaBertError(
-            f"{path} does not record its task; pass --task (the GLUE task used for validation)"
+    task, dev = validation_data(
+        mcfg,
+        path,
+        cfg.task,
+        cfg.validation_file,
+        cfg.text_columns,
+        cfg.label_column,
+        data_dir,
+        cfg.max_eval_samples,
+    )
+    return path, mcfg, task, dev
+
+
+def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2) -> list[dict[str, Any]]:
+    """Median ONNX Runtime latency of each exported CPU file at batch 1 and the validated length."""
+    import statistics
+
+    from ladabert.export.runtime import ort_runner
+
+    feeds = {
+        "input_ids": np.ones((1, max_length), dtype=np.int64),  # latency does not depend on the ids
+        "attention_mask": np.ones((1, max_length), dtype=np.int64),
+        "token_type_ids": np.zeros((1, max_length), dtype=np.int64),
+    }
+    rows = []
+    for precision in ("fp32", "int8"):
+        if precision not in files:
+            continue
+        run = ort_runner(tmp / files[precision], threads)
+        for _ in range(3):
+            run(feeds)
+        times = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            run(feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        rows.append(
+            {
+                "runtime": "onnxruntime",
+                "precision": precision,
+                "batch": 1,
+                "seq": max_length,
+                "threads": threads,
+                "median_ms": round(statistics.median(times), 3),
+            }
         )
-    task = get_task(task_name)
-    if mcfg.num_labels != task.num_labels:
-        raise LadaBertError(
-            f"{path} has {mcfg.num_labels} labels but {task.name} has {task.num_labels}; pass --task"
-        )
-    return path, mcfg, task
+    return rows
+
+
+def _openvino_ir(tmp: Path) -> str | None:
+    """Convert ``model.onnx`` to OpenVINO IR beside it (fp32 weights), where OpenVINO is installed."""
+    from ladabert.export.runtime import openvino_available
+
+    if not openvino_available():
+        return None
+    import openvino as ov
+
+    ov.save_model(
+        ov.convert_model(str(tmp / FILES["fp32"])), str(tmp / OPENVINO_FILE), compress_to_fp16=False
+    )
+    return OPENVINO_FILE
 
 
 class _Validator:
@@ -217,17 +271,24 @@ def export_bundle(
 
     from ladabert.export import rewrites as rw
     from ladabert.export.runner import load_tokenizer
-    from ladabert.pipeline.data import load_glue
     from ladabert.pipeline.student import load_classifier
+    from ladabert.student_config import stock_bert_config
 
     cfg = config or ExportConfig()
-    path, mcfg, task = _load_source(model_dir, cfg)
+    path, mcfg, task, dev = _load_source(model_dir, cfg, data_dir)
     model = load_classifier(path).eval().float()
-    dev = load_glue(task, "dev", data_dir, cfg.max_eval_samples)
     t_start = time.perf_counter()
+    final = Path(out).expanduser().absolute()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        AutoTokenizer.from_pretrained(path).save_pretrained(str(tmp))
-        model.config.save_pretrained(str(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.model_max_length = (
+            cfg.max_length
+        )  # what the bundle is validated at and predict truncates to
+        tokenizer.save_pretrained(str(tmp))
+        # A stock BERT config: the graph is what runs, and optimum / OpenVINO read the config without ladabert.
+        bundle_config = stock_bert_config(model.config)
+        bundle_config.ladabert_data = getattr(mcfg, "ladabert_data", None)
+        bundle_config.save_pretrained(str(tmp))
         check = _Validator(model, task, dev, load_tokenizer(tmp, cfg.max_length), cfg)
         graph, info, stages = _rewritten_graph(model, mcfg, cfg, tmp)
         if rewrite_hook is not None:
@@ -249,6 +310,8 @@ def export_bundle(
             h, validation["fp16"] = check.fp16(graph)
             onnx.save(h, str(tmp / FILES["fp16"]))
             files["fp16"] = FILES["fp16"]
+        openvino_file = _openvino_ir(tmp)
+        latency = _latency(tmp, files, cfg.max_length)
         section = getattr(mcfg, "ladabert", None) or {}
         meta = {
             "format": 1,
@@ -269,12 +332,48 @@ def export_bundle(
             "validation": validation,
             "int8_settings": int8_settings,
             "files": files,
+            "openvino_ir": openvino_file,
+            "labels": list(task.names),
+            "data": getattr(mcfg, "ladabert_data", None),
+            "latency_at_export": latency,
             "export_config": cfg.to_dict(),
             "wall_s": round(time.perf_counter() - t_start, 1),
             **run_environment(),
         }
         write_json_atomic(tmp / "ladabert.json", meta)
+        _write_card(tmp, final, meta, mcfg, path)
     return meta
+
+
+def _write_card(tmp: Path, final: Path, meta: dict[str, Any], mcfg: Any, source: str) -> None:
+    from ladabert.card import write_card
+    from ladabert.pipeline.teacher import base_model_of
+
+    section = getattr(mcfg, "ladabert", None) or {}
+    base = base_model_of(section["teacher"]) if section.get("teacher") else base_model_of(source)
+    v = meta["validation"]
+    write_card(
+        tmp,
+        final,
+        "bundle",
+        {
+            "task": meta["task"],
+            "metric": meta["metric"],
+            "value": v["fp32"]["value"],
+            "metrics": {f"{meta['metric']} (onnx fp32)": v["fp32"]["value"]}
+            | ({f"{meta['metric']} (onnx int8)": v["int8"]["value"]} if "int8" in v else {}),
+            "labels": meta["labels"],
+            "base_model": base,
+            "ratio": meta["ratio"],
+            "nonzero_params": section.get("nonzero_params"),
+            "teacher_params": section.get("teacher_params"),
+            "data": getattr(mcfg, "ladabert_data", None),
+            "max_length": meta["max_length"],
+            "files": meta["files"],
+            "latency": meta["latency_at_export"],
+            "machine": meta.get("machine"),
+        },
+    )
 
 
 def bundle_summary(path: str | os.PathLike) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Example::
 
     from ladabert.export.runner import OnnxClassifier
     clf = OnnxClassifier("runs/main/onnx")
-    clf.predict(["a gripping film", "a dull mess"])
+    clf(["a gripping film", "a dull mess"])      # [{"label": "positive", "score": 0.97}, ...]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class OnnxClassifier:
 
     Args:
         bundle: directory written by ``ladabert export``.
-        precision: ``fp32`` (``model.onnx``) or ``int8`` (``model_int8.onnx``), or a file name.
+        precision: ``fp32`` (``model.onnx``) or ``int8`` (``model_quantized.onnx``), or a file name.
         runtime: ``onnxruntime`` or ``openvino``.
         threads: intra-op threads (None: the runtime's default).
         max_length: tokens per example (default: the bundle's export setting).
@@ -106,6 +106,23 @@ class OnnxClassifier:
             )
             out.append(self._run(feeds))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels) or 1), dtype=np.float32)
+
+    def __call__(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64
+    ) -> list[dict[str, Any]]:
+        """``[{"label": ..., "score": ...}]`` per text, the shape of transformers' text-classification
+        pipeline: the most probable label and its probability, or ``LABEL_0`` and the raw score of a
+        regression model."""
+        logits = self.logits(texts, pairs, batch_size)
+        if logits.shape[-1] == 1:
+            return [{"label": self.labels.get(0, "LABEL_0"), "score": float(x[0])} for x in logits]
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = z / z.sum(-1, keepdims=True)
+        best = probs.argmax(-1)
+        return [
+            {"label": self.labels.get(int(i), f"LABEL_{int(i)}"), "score": float(p[i])}
+            for i, p in zip(best, probs)
+        ]
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Label and class probabilities for each text (or text pair)."""

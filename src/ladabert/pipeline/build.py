@@ -24,6 +24,7 @@ from ladabert.pipeline import hybrid as hyb
 from ladabert.pipeline.schedule import CompressionSchedule
 from ladabert.pipeline.structured import prune_structure
 from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs, shrink_factors
+from ladabert.student_config import LadaBertConfig
 
 
 def count_all(model: nn.Module) -> int:
@@ -70,7 +71,7 @@ def _distill_only(teacher: nn.Module, config: CompressConfig) -> StudentPlan:
         teacher.config, round(count_all(teacher) / config.ratio), same_heads=config.w_attention > 0
     )
     cfg.ladabert = {"method": "distill-only", "layers": {}}
-    student = LadaBertForSequenceClassification(cfg)
+    student = LadaBertForSequenceClassification(LadaBertConfig.from_bert(cfg))
     student.ladabert_hidden_proj = nn.Linear(cfg.hidden_size, teacher.config.hidden_size)
     return StudentPlan(student, {}, None)
 
@@ -125,7 +126,7 @@ def plan_student(
     cfg = copy.deepcopy(dense.config)  # carries ``pruned_heads``
     cfg.ladabert = {"method": config.method, "layers": layer_specs(student)}
     # Re-home the weights in the student class so that checkpoints reload through from_pretrained.
-    shell = LadaBertForSequenceClassification(cfg)
+    shell = LadaBertForSequenceClassification(LadaBertConfig.from_bert(cfg))
     shell.load_state_dict(student.state_dict())
     plans = {step: plan_for(ratio) for step, ratio in schedule.targets()}
     return StudentPlan(shell, plans, schedule)

@@ -28,9 +28,16 @@ from ladabert.config import CompressConfig
 from ladabert.errors import LadaBertError
 from ladabert.pipeline import hybrid as hyb
 from ladabert.pipeline.build import narrow_student_config, plan_student  # noqa: F401  (re-exported)
-from ladabert.pipeline.data import GlueSplit, get_task, load_glue, make_collator, tokenize
+from ladabert.pipeline.data import GlueSplit, get_task, make_collator, tokenize
+from ladabert.pipeline.files import DataFiles, load_task_data, model_label_names
 from ladabert.pipeline.harness import evaluate_module, prepare_output, save_run, train
-from ladabert.pipeline.teacher import check_max_length, load_bert_config, resolve_model
+from ladabert.pipeline.teacher import (
+    base_model_of,
+    check_max_length,
+    load_bert_config,
+    resolve_model,
+    set_labels,
+)
 from ladabert.utils import run_environment
 
 
@@ -248,24 +255,27 @@ def compress_model(
 
 
 def _load_teacher(teacher: str | os.PathLike, config: CompressConfig) -> tuple[str, Any, Any]:
-    """Resolve and check the teacher directory before any expensive work; returns (path, model, tokenizer)."""
-    from transformers import AutoTokenizer
-
-    from ladabert.pipeline.student import load_classifier
-
-    task = get_task(config.task)
+    """Resolve and check the teacher directory before any expensive work; returns (path, model config)."""
     path = resolve_model(str(teacher))
     tcfg = load_bert_config(path)
     if getattr(tcfg, "ladabert", None):
         raise LadaBertError(f"{path} is already a LadaBERT student; pass the fine-tuned teacher")
-    if tcfg.num_labels != task.num_labels:
-        raise LadaBertError(
-            f"teacher {path} has {tcfg.num_labels} output label(s) but {task.name} needs "
-            f"{task.num_labels}; fine-tune it first: ladabert finetune --task {task.name} --model {path}"
-        )
     check_max_length(config.max_length, tcfg, path)
-    attn = {"attn_implementation": "eager"} if config.w_attention > 0 else {}
-    return path, load_classifier(path, **attn).eval(), AutoTokenizer.from_pretrained(path)
+    return path, tcfg
+
+
+def _check_labels(path: str, tcfg: Any, task: Any, files: DataFiles | None) -> None:
+    if tcfg.num_labels == task.num_labels:
+        return
+    if files is not None:
+        raise LadaBertError(
+            f"teacher {path} has {tcfg.num_labels} output label(s) but the data files give {task.num_labels}; "
+            "compress with the files the teacher was fine-tuned on"
+        )
+    raise LadaBertError(
+        f"teacher {path} has {tcfg.num_labels} output label(s) but {task.name} needs "
+        f"{task.num_labels}; fine-tune it first: ladabert finetune --task {task.name} --model {path}"
+    )
 
 
 def compress(
@@ -281,9 +291,10 @@ def compress(
 
     Args:
         config: see :class:`~ladabert.config.CompressConfig`.
-        teacher: directory (or hub id) of a fine-tuned BERT sequence classifier for ``config.task``.
+        teacher: directory (or hub id) of a fine-tuned BERT sequence classifier for ``config.task`` or
+            the data files of ``config``.
         out: student directory, written atomically once training and evaluation end.
-        data_dir: GLUE data location (see :mod:`ladabert.pipeline.data`).
+        data_dir: GLUE data location (see :mod:`ladabert.pipeline.data`); unused with data files.
         overwrite: replace an existing ``out``.
         keep_checkpoints: keep ``<out>.checkpoints`` after success (kept after a failure for resuming).
         callbacks: extra ``transformers.TrainerCallback`` objects.
@@ -291,24 +302,61 @@ def compress(
     Returns:
         The metrics written to ``out/metrics.json``.
     """
-    path, teacher_model, tokenizer = _load_teacher(teacher, config)
+    from transformers import AutoTokenizer
+
+    from ladabert.pipeline.student import load_classifier
+
+    path, tcfg = _load_teacher(teacher, config)
+    files = DataFiles.from_config(config)
+    if files is None:  # a GLUE task's label count is known before any data is read
+        _check_labels(path, tcfg, get_task(config.task), None)
+    # Data files are read with the teacher's label names, so that label ids mean what the teacher learnt.
+    names = model_label_names(tcfg) if files is not None else False
+    task, train_split, dev = load_task_data(config, data_dir, label_names=names)
+    _check_labels(path, tcfg, task, files)
     out, work_dir = prepare_output(out, overwrite)
-    task = get_task(config.task)
-    train_split = load_glue(task, "train", data_dir, config.max_train_samples, seed=config.seed)
-    dev = load_glue(task, "dev", data_dir, config.max_eval_samples)
+    attn = {"attn_implementation": "eager"} if config.w_attention > 0 else {}
+    teacher_model = load_classifier(path, **attn).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.model_max_length = config.max_length
     student, metrics = compress_model(
         teacher_model, tokenizer, train_split, dev, config, work_dir, callbacks, teacher_name=str(teacher)
     )
+    if files is not None or not getattr(student.config, "finetuning_task", None):
+        set_labels(student.config, task, files)
     metrics.update(run_environment())
 
     def write(tmp: Path) -> None:
+        from ladabert.card import write_card
+
         student.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         metrics["bytes"] = (tmp / "model.safetensors").stat().st_size
         (tmp / "compress_config.json").write_text(config.to_json() + "\n")
+        write_card(tmp, out, "student", card_facts(student.config, metrics, base_model_of(path)))
 
     save_run(out, write, metrics, overwrite, keep_checkpoints)
     return metrics
+
+
+def card_facts(model_config: Any, metrics: dict[str, Any], base_model: str | None) -> dict[str, Any]:
+    """What a model card states about a student (see :func:`ladabert.card.model_card`)."""
+    section = getattr(model_config, "ladabert", None) or {}
+    n = model_config.num_labels
+    labels = [] if n == 1 else [model_config.id2label[i] for i in range(n)]
+    return {
+        "task": metrics["task"],
+        "metric": metrics["metric"],
+        "value": metrics["value"],
+        "metrics": metrics.get("metrics"),
+        "labels": labels,
+        "base_model": base_model,
+        "ratio": section.get("ratio", 1.0),
+        "nonzero_params": section.get("nonzero_params"),
+        "teacher_params": section.get("teacher_params"),
+        "data": getattr(model_config, "ladabert_data", None),
+        "max_length": metrics.get("config", {}).get("max_length"),
+    }
 
 
 def student_summary(path: str | os.PathLike) -> dict[str, Any]:

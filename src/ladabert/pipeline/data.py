@@ -4,8 +4,11 @@ Where the data comes from, first match wins:
 
 1. ``--data-dir`` (a GLUE root holding ``SST-2/`` etc., or a task directory holding ``train.tsv``);
 2. the ``LADABERT_DATA_DIR`` environment variable (same two forms);
-3. ``../shared/data/glue`` beside the repository checkout (or beside the working directory);
+3. for SST-2, the copy shipped inside the package (``ladabert/data/SST-2``, see its ``SOURCE.md``);
 4. Hugging Face ``datasets`` (``nyu-mll/glue``) when it is installed and a network is reachable.
+
+A user's own labelled files (csv, tsv, json/jsonl, parquet) are read by :mod:`ladabert.pipeline.files`
+into the same :class:`GlueSplit` form.
 
 An explicit ``--data-dir`` is authoritative: when the task is not there, the error says so instead of
 silently reading another copy. When nothing is found the error lists every place tried.
@@ -19,6 +22,8 @@ Example::
 from __future__ import annotations
 
 import csv
+import io
+import lzma
 import os
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +36,9 @@ from ladabert.errors import LadaBertError
 from ladabert.pipeline.metrics import METRIC_FUNCTIONS
 
 DATA_DIR_ENV = "LADABERT_DATA_DIR"
+# GLUE task directories shipped inside the package (xz-compressed TSV files).
+EMBEDDED_ROOT = Path(__file__).resolve().parents[1] / "data"
+EMBEDDED_TASKS = ("sst2",)
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,10 @@ class GlueTask:
     dirname: str
     text_columns: tuple[str, ...]
     label_column: str
-    labels: tuple[str, ...] | None  # None: regression (STS-B)
+    labels: tuple[str, ...] | None  # the label values as written in the files; None: regression (STS-B)
     metrics: tuple[str, ...]  # the first one is the task's headline metric
+    # What each label means (id2label of the models trained on the task); default: the values themselves.
+    label_names: tuple[str, ...] | None = None
     dev_file: str = "dev.tsv"
     # Tasks whose TSV has no header (CoLA) give column positions instead of names.
     column_index: dict[str, int] | None = None
@@ -61,6 +71,16 @@ class GlueTask:
     @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Label names in id order (empty for regression)."""
+        return self.label_names or self.labels or ()
+
+    def label_maps(self) -> tuple[dict[int, str], dict[str, int]]:
+        """``id2label`` and ``label2id`` for a model config (``LABEL_0`` for a regression output)."""
+        names = self.names or ("LABEL_0",)
+        return dict(enumerate(names)), {n: i for i, n in enumerate(names)}
 
     def compute_metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Score raw model outputs (logits, or scores for regression) against gold labels."""
@@ -93,6 +113,7 @@ TASKS: dict[str, GlueTask] = {
             "label",
             ("0", "1"),
             ("accuracy",),
+            label_names=("negative", "positive"),
             hf_config="sst2",
             hf_columns=("sentence",),
         ),
@@ -103,6 +124,7 @@ TASKS: dict[str, GlueTask] = {
             "Quality",
             ("0", "1"),
             ("f1", "accuracy"),
+            label_names=("not_equivalent", "equivalent"),
             hf_config="mrpc",
             hf_columns=("sentence1", "sentence2"),
         ),
@@ -133,6 +155,7 @@ TASKS: dict[str, GlueTask] = {
             "is_duplicate",
             ("0", "1"),
             ("f1", "accuracy"),
+            label_names=("not_duplicate", "duplicate"),
             hf_config="qqp",
             hf_columns=("question1", "question2"),
         ),
@@ -145,6 +168,7 @@ TASKS: dict[str, GlueTask] = {
             "label",
             ("0", "1"),
             ("matthews_correlation",),
+            label_names=("unacceptable", "acceptable"),
             column_index={"sentence": 3, "label": 1},
             hf_config="cola",
             hf_columns=("sentence",),
@@ -199,25 +223,27 @@ class GlueSplit:
         return GlueSplit(self.task, self.split, [self.texts[i] for i in idx], self.labels[idx], self.source)
 
 
-def _candidate_roots(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
+def _candidate_roots(data_dir: str | os.PathLike | None, task: GlueTask) -> list[tuple[str, Path]]:
     if data_dir is not None:
         return [("--data-dir", Path(data_dir).expanduser())]
-    out = []
     env = os.environ.get(DATA_DIR_ENV)
     if env:
-        out.append((DATA_DIR_ENV, Path(env).expanduser()))
-    repo_root = Path(__file__).resolve().parents[3]  # src/ladabert/pipeline/data.py -> repo
-    for base in (repo_root, Path.cwd()):
-        cand = (base.parent / "shared" / "data" / "glue").resolve()
-        if all(cand != p for _, p in out):
-            out.append(("beside the checkout", cand))
-    return out
+        return [(DATA_DIR_ENV, Path(env).expanduser())]
+    return [("shipped with ladabert", EMBEDDED_ROOT)] if task.name in EMBEDDED_TASKS else []
+
+
+def _data_file(d: Path, name: str) -> Path | None:
+    """``d/name``, or its xz-compressed form ``d/name.xz``."""
+    for cand in (d / name, d / f"{name}.xz"):
+        if cand.is_file():
+            return cand
+    return None
 
 
 def _task_dir(root: Path, task: GlueTask) -> Path | None:
     """``root/SST-2`` when ``root`` is a GLUE root, or ``root`` itself when it is the task directory."""
     for d in (root / task.dirname, root):
-        if (d / "train.tsv").is_file() or (d / task.dev_file).is_file():
+        if _data_file(d, "train.tsv") or _data_file(d, task.dev_file):
             return d
     return None
 
@@ -230,12 +256,12 @@ def resolve_task_dir(task: str | GlueTask, data_dir: str | os.PathLike | None = 
     """
     task = get_task(task) if isinstance(task, str) else task
     tried = []
-    for how, root in _candidate_roots(data_dir):
+    for how, root in _candidate_roots(data_dir, task):
         found = _task_dir(root, task)
         if found is not None:
             return found
         tried.append(f"{how}: {root / task.dirname} (no train.tsv or {task.dev_file})")
-    if data_dir is None:
+    if data_dir is None and not os.environ.get(DATA_DIR_ENV):
         reason = _hf_available()
         if reason is None:
             return None
@@ -244,7 +270,16 @@ def resolve_task_dir(task: str | GlueTask, data_dir: str | os.PathLike | None = 
         f"GLUE data for {task.name} not found; tried "
         + "; ".join(tried)
         + f". Fix: pass --data-dir pointing at a GLUE root with {task.dirname}/train.tsv, set {DATA_DIR_ENV},"
-        " or pip install 'ladabert[datasets]' with network access"
+        " pip install 'ladabert[datasets]' with network access, or use your own files with --train-file "
+        "and --validation-file"
+    )
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> LadaBertError:
+    """The one-line error for a file whose bytes are not UTF-8 text."""
+    return LadaBertError(
+        f"{path}: byte {exc.object[exc.start : exc.start + 1]!r} at offset {exc.start} is not UTF-8; save the "
+        f"file as UTF-8 (e.g. iconv -f cp1252 -t utf-8 {path.name} > {path.stem}-utf8{path.suffix})"
     )
 
 
@@ -266,6 +301,53 @@ def _split_file(task: GlueTask, split: str) -> str:
     raise LadaBertError(f"unknown split {split!r}; use 'train' or 'dev'")
 
 
+def _read_glue_rows(fh: Any, path: Path, task: GlueTask, fix: str) -> tuple[list, list]:
+    reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+    if task.column_index is not None:
+        cols = dict(task.column_index)
+        start_line = 1
+    else:
+        header = next(reader, None)
+        if header is None:
+            raise LadaBertError(f"{path} is empty; {fix} with a header row")
+        missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
+        if missing:
+            raise LadaBertError(
+                f"{path}: header {header[:6]} lacks column(s) {missing}; {fix} "
+                f"(columns {list(task.text_columns) + [task.label_column]})"
+            )
+        cols = {c: header.index(c) for c in (*task.text_columns, task.label_column)}
+        start_line = 2
+    text_idx = [cols[c] for c in task.text_columns]
+    label_idx = cols[task.label_column]
+    need = max(text_idx + [label_idx]) + 1
+    label_map = None if task.labels is None else {v: i for i, v in enumerate(task.labels)}
+    texts, labels = [], []
+    for lineno, row in enumerate(reader, start=start_line):
+        if not row:
+            continue
+        if len(row) < need:
+            raise LadaBertError(
+                f"{path}:{lineno}: {len(row)} tab-separated field(s), need at least {need}; {fix} "
+                "(one example per line, fields separated by tabs)"
+            )
+        raw = row[label_idx].strip()
+        if label_map is None:
+            try:
+                label = float(raw)
+            except ValueError:
+                raise LadaBertError(f"{path}:{lineno}: score {raw!r} is not a number; {fix}") from None
+        else:
+            if raw not in label_map:
+                raise LadaBertError(
+                    f"{path}:{lineno}: label {raw!r} is not one of {list(task.labels)}; {fix}"
+                )
+            label = label_map[raw]
+        texts.append(tuple(row[i] for i in text_idx))
+        labels.append(label)
+    return texts, labels
+
+
 def read_glue_tsv(path: Path, task: GlueTask, split: str = "train") -> GlueSplit:
     """Parse one GLUE TSV file, checking its columns and labels.
 
@@ -274,54 +356,18 @@ def read_glue_tsv(path: Path, task: GlueTask, split: str = "train") -> GlueSplit
     """
     fix = f"expected GLUE {task.dirname} TSV format"
     try:
-        fh = open(path, encoding="utf-8", newline="")
+        if path.suffix == ".xz":
+            fh = io.TextIOWrapper(lzma.open(path), encoding="utf-8-sig", newline="")
+        else:  # utf-8-sig: a byte-order mark (files saved by Windows tools) is not part of the header
+            fh = open(path, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise LadaBertError(f"cannot read {path}: {exc.strerror}; check the path and permissions") from None
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if task.column_index is not None:
-            cols = dict(task.column_index)
-            start_line = 1
-        else:
-            header = next(reader, None)
-            if header is None:
-                raise LadaBertError(f"{path} is empty; {fix} with a header row")
-            missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
-            if missing:
-                raise LadaBertError(
-                    f"{path}: header {header[:6]} lacks column(s) {missing}; {fix} "
-                    f"(columns {list(task.text_columns) + [task.label_column]})"
-                )
-            cols = {c: header.index(c) for c in (*task.text_columns, task.label_column)}
-            start_line = 2
-        text_idx = [cols[c] for c in task.text_columns]
-        label_idx = cols[task.label_column]
-        need = max(text_idx + [label_idx]) + 1
-        label_map = None if task.labels is None else {v: i for i, v in enumerate(task.labels)}
-        texts, labels = [], []
-        for lineno, row in enumerate(reader, start=start_line):
-            if not row:
-                continue
-            if len(row) < need:
-                raise LadaBertError(
-                    f"{path}:{lineno}: {len(row)} tab-separated field(s), need at least {need}; {fix} "
-                    "(one example per line, fields separated by tabs)"
-                )
-            raw = row[label_idx].strip()
-            if label_map is None:
-                try:
-                    label = float(raw)
-                except ValueError:
-                    raise LadaBertError(f"{path}:{lineno}: score {raw!r} is not a number; {fix}") from None
-            else:
-                if raw not in label_map:
-                    raise LadaBertError(
-                        f"{path}:{lineno}: label {raw!r} is not one of {list(task.labels)}; {fix}"
-                    )
-                label = label_map[raw]
-            texts.append(tuple(row[i] for i in text_idx))
-            labels.append(label)
+    try:
+        with fh:
+            texts, labels = _read_glue_rows(fh, path, task, fix)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     if not texts:
         raise LadaBertError(f"{path} has no examples; {fix}")
     dtype = np.float32 if task.is_regression else np.int64
@@ -369,9 +415,9 @@ def load_glue(
     if tdir is None:
         data = _load_hf(task, split)
     else:
-        path = tdir / fname
-        if not path.is_file():
-            raise LadaBertError(f"{path} not found; the {task.dirname} directory needs {fname}")
+        path = _data_file(tdir, fname)
+        if path is None:
+            raise LadaBertError(f"{tdir / fname} not found; the {task.dirname} directory needs {fname}")
         data = read_glue_tsv(path, task, split)
     return data.subset(max_samples, seed)
 

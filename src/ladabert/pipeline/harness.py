@@ -76,7 +76,7 @@ def training_arguments(work_dir: Path, config: Any, **extra: Any) -> Any:
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
         learning_rate=config.learning_rate,
-        max_steps=config.max_steps,
+        max_steps=extra.pop("max_steps", config.max_steps),
         warmup_ratio=config.warmup_ratio,
         weight_decay=config.weight_decay,
         lr_scheduler_type="linear",

@@ -1,4 +1,4 @@
-"""GLUE metrics in plain NumPy: accuracy, F1, Matthews correlation, Pearson and Spearman."""
+"""Metrics in plain NumPy: accuracy, F1 (binary and macro), Matthews correlation, Pearson and Spearman."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ def f1_binary(preds: np.ndarray, labels: np.ndarray) -> float:
     fp = float(np.sum((preds == 1) & (labels == 0)))
     fn = float(np.sum((preds == 0) & (labels == 1)))
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def f1_macro(preds: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over classes (those in the labels or the predictions) of each class's one-vs-rest F1."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    scores = []
+    for c in np.union1d(preds, labels):
+        tp = float(np.sum((preds == c) & (labels == c)))
+        wrong = float(np.sum((preds == c) != (labels == c)))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + wrong))
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def matthews_corrcoef(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -57,6 +68,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 METRIC_FUNCTIONS = {
     "accuracy": accuracy,
     "f1": f1_binary,
+    "f1_macro": f1_macro,
     "matthews_correlation": matthews_corrcoef,
     "pearson": pearson,
     "spearmanr": spearman,

@@ -1,17 +1,22 @@
 """The student model: a BERT classifier whose compressed matrices are factorized and/or masked.
 
-A student directory is a standard Hugging Face model directory. ``config.json`` is a BERT config with a
-``ladabert`` section that records, per compressed matrix, its kind, rank and sparsity, so that
+A student directory is a standard Hugging Face model directory. ``config.json`` is a BERT config of
+``model_type: ladabert`` (:class:`~ladabert.student_config.LadaBertConfig`) with a ``ladabert`` section
+that records, per compressed matrix, its kind, rank and sparsity, so that
 :class:`LadaBertForSequenceClassification` can rebuild the exact module shapes before loading
 ``model.safetensors`` (factors ``U``/``V`` and their boolean masks)::
 
     from ladabert.pipeline.student import LadaBertForSequenceClassification
     model = LadaBertForSequenceClassification.from_pretrained("runs/student-sst2-5x")
+
+With ``ladabert`` imported, transformers' Auto classes and ``pipeline`` load it too (:mod:`ladabert.hf`);
+:func:`densify` turns it into a stock ``BertForSequenceClassification`` for tools that need one.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 from transformers import BertForSequenceClassification
 
+from ladabert import hf as _hf
 from ladabert.errors import LadaBertError
 from ladabert.kernels.modules import FusedIntermediate, prepare, triton_usable
 from ladabert.pipeline.layers import (
@@ -28,6 +34,7 @@ from ladabert.pipeline.layers import (
     MaskedEmbedding,
     MaskedLinear,
 )
+from ladabert.student_config import LadaBertConfig
 
 
 def _build_layer(name: str, spec: dict[str, Any], old: nn.Module) -> nn.Module:
@@ -50,7 +57,11 @@ def _build_layer(name: str, spec: dict[str, Any], old: nn.Module) -> nn.Module:
 class LadaBertForSequenceClassification(BertForSequenceClassification):
     """``BertForSequenceClassification`` with the compressed layers named in ``config.ladabert['layers']``."""
 
+    config_class = LadaBertConfig
+
     def __init__(self, config: Any):
+        if not isinstance(config, LadaBertConfig):
+            config = LadaBertConfig.from_bert(config)
         super().__init__(config)
         section = getattr(config, "ladabert", None) or {}
         for name, spec in (section.get("layers") or {}).items():
@@ -140,6 +151,95 @@ def shrink_factors(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def densify(student: nn.Module) -> BertForSequenceClassification:
+    """A stock ``BertForSequenceClassification`` computing what ``student`` computes: factors multiplied
+    back, masks applied, removed heads and FFN neurons kept out (``pruned_heads``, a narrower FFN).
+
+    Raises:
+        LadaBertError: the layers of the student differ in FFN width (a stock BERT has one width).
+    """
+    from ladabert.student_config import stock_bert_config
+
+    widths = {m.intermediate.dense.out_features for m in student.bert.encoder.layer}
+    if len(widths) != 1:
+        raise LadaBertError(
+            f"the student's layers have FFN widths {sorted(widths)}; a stock BERT has one, so it cannot be "
+            "densified"
+        )
+    config = stock_bert_config(student.config, intermediate_size=widths.pop())
+    dense = BertForSequenceClassification(config).eval()
+    compressed = {
+        name: mod
+        for name, mod in student.named_modules()
+        if isinstance(mod, (*FACTORIZED_LAYERS, MaskedLinear, MaskedEmbedding))
+    }
+    state = {k: v for k, v in student.state_dict().items() if k.rsplit(".", 1)[0] not in compressed}
+    for name, mod in compressed.items():
+        state[f"{name}.weight"] = mod.dense_weight()
+        if getattr(mod, "bias", None) is not None:
+            state[f"{name}.bias"] = mod.bias
+    missing, unexpected = dense.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise LadaBertError(
+            f"densify: weights do not line up (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return dense
+
+
+def densify_dir(
+    model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False, atol: float = 1e-5
+) -> dict[str, Any]:
+    """Write the student in ``model_dir`` as a stock ``BertForSequenceClassification`` directory at ``out``
+    (with its tokenizer), after checking that both give the same logits to ``atol``.
+
+    Raises:
+        LadaBertError: not a student directory, or the dense model's logits differ by more than ``atol``.
+    """
+    from transformers import AutoTokenizer
+
+    from ladabert.pipeline.teacher import load_bert_config, resolve_model
+    from ladabert.utils import atomic_output_dir, write_json_atomic
+
+    path = resolve_model(str(model_dir))
+    if not getattr(load_bert_config(path), "ladabert", None):
+        raise LadaBertError(
+            f"{path} is not a LadaBERT student (no ladabert section); it is a stock model already"
+        )
+    student = LadaBertForSequenceClassification.from_pretrained(path).eval()
+    dense = densify(student)
+    gen = torch.Generator().manual_seed(0)
+    length = min(64, student.config.max_position_embeddings)
+    ids = torch.randint(0, student.config.vocab_size, (8, length), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[4:, length // 2 :] = 0  # padded rows too
+    with torch.inference_mode():
+        diff = float(
+            (
+                dense(input_ids=ids, attention_mask=mask).logits
+                - student(input_ids=ids, attention_mask=mask).logits
+            )
+            .abs()
+            .max()
+        )
+    if not diff <= atol:
+        raise LadaBertError(
+            f"densified model differs from the student by {diff:.3g} > {atol:g}; nothing was written"
+        )
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        dense.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(path).save_pretrained(str(tmp))
+        info = {
+            "source": str(path),
+            "max_abs_diff": diff,
+            "atol": atol,
+            "check": "8 random sequences of 64 tokens",
+        }
+        write_json_atomic(tmp / "densify.json", info)
+    return info
+
+
 def load_classifier(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
     """Load a teacher (any BERT classifier) or a LadaBERT student from a directory or hub id."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -148,3 +248,7 @@ def load_classifier(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
     if getattr(config, "ladabert", None):
         return LadaBertForSequenceClassification.from_pretrained(path, **kwargs)
     return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+
+
+# The Auto classes may have loaded while this module was loading; register the student with them now.
+_hf.register_model(sys.modules[__name__])

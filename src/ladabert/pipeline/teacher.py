@@ -1,4 +1,4 @@
-"""Teacher fine-tuning: any BERT checkpoint becomes a GLUE sequence classifier.
+"""Teacher fine-tuning: any BERT checkpoint becomes a sequence classifier for a GLUE task or your own data.
 
 Runs on transformers' ``Trainer``, so the same code runs on one CPU, one GPU, or many GPUs under
 ``torchrun``/``accelerate launch``. A killed run resumes from its last checkpoint when started again
@@ -7,21 +7,29 @@ with the same ``--out``.
 Command line::
 
     ladabert finetune --task sst2 --out runs/teacher-sst2
+    ladabert finetune --train-file train.csv --validation-file dev.csv --text-column review \
+        --label-column sentiment --out runs/teacher
+
+How long it trains: ``--epochs`` passes over the data, but at least ``--min-steps`` optimizer steps (1,000
+by default), so that a dataset of a few thousand examples gets as many updates as the recipe needs
+instead of a couple of hundred; ``--max-steps`` overrides both (see :func:`training_steps`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ladabert.config import FinetuneConfig
 from ladabert.errors import LadaBertError
-from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
+from ladabert.pipeline.data import get_task, make_collator, tokenize
+from ladabert.pipeline.files import DataFiles, load_task_data, model_label_names
 from ladabert.pipeline.harness import evaluate_module, prepare_output, save_run, train
 from ladabert.utils import run_environment
 
-SUPPORTED_MODEL_TYPES = ("bert",)
+SUPPORTED_MODEL_TYPES = ("bert", "ladabert")
 DEFAULT_TEACHER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # What from_pretrained reads (single file or sharded index), in the order it prefers them.
 WEIGHT_FILES = (
@@ -106,6 +114,25 @@ def finetune_preset(name: str, **overrides: Any) -> FinetuneConfig:
     return FinetuneConfig.preset(name, **overrides)
 
 
+def training_steps(config: FinetuneConfig, train_examples: int, processes: int = 1) -> int:
+    """Optimizer steps of a fine-tuning run: ``max_steps`` when set, else ``epochs`` passes over the data
+    but at least ``min_steps`` (SST-2's 67k examples give 4,210 steps at the defaults; 3.7k examples give
+    232 by epochs, raised to 1,000)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = math.ceil(train_examples / (config.batch_size * processes))
+    return max(math.ceil(config.epochs * per_epoch), config.min_steps)
+
+
+def set_labels(model_config: Any, task: Any, files: DataFiles | None) -> None:
+    """Label names, problem type and where the data came from, recorded in a model config."""
+    model_config.id2label, model_config.label2id = task.label_maps()
+    model_config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    model_config.finetuning_task = task.name
+    if files is not None:
+        model_config.ladabert_data = files.record()
+
+
 def finetune(
     config: FinetuneConfig,
     out: str | os.PathLike,
@@ -114,12 +141,13 @@ def finetune(
     keep_checkpoints: bool = False,
     callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune a BERT checkpoint on a GLUE task and save it as a standard Hugging Face directory.
+    """Fine-tune a BERT checkpoint on a GLUE task or data files and save it as a standard Hugging Face
+    directory.
 
     Args:
         config: what to train; see :class:`~ladabert.config.FinetuneConfig`.
         out: output directory (written atomically: it appears only when training and evaluation end).
-        data_dir: GLUE data location (see :mod:`ladabert.pipeline.data`).
+        data_dir: GLUE data location (see :mod:`ladabert.pipeline.data`); unused with data files.
         overwrite: replace an existing ``out``.
         keep_checkpoints: keep ``<out>.checkpoints`` after success (it is always kept after a failure,
             so that the next call resumes).
@@ -128,21 +156,17 @@ def finetune(
     Returns:
         The metrics written to ``out/metrics.json``.
     """
+    from accelerate import PartialState
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
-    task = get_task(config.task)
     model_path = resolve_model(config.model)
+    task, train_split, dev = load_task_data(config, data_dir)
     model_config = load_bert_config(model_path, num_labels=task.num_labels)
     check_max_length(config.max_length, model_config, model_path)
     out, work_dir = prepare_output(out, overwrite)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_split = load_glue(task, "train", data_dir, config.max_train_samples, seed=config.seed)
-    dev = load_glue(task, "dev", data_dir, config.max_eval_samples)
-    if not task.is_regression:
-        model_config.id2label = dict(enumerate(task.labels))
-        model_config.label2id = {v: i for i, v in enumerate(task.labels)}
-    model_config.problem_type = "regression" if task.is_regression else "single_label_classification"
-    model_config.finetuning_task = task.name
+    tokenizer.model_max_length = config.max_length  # what the model was trained and is scored at
+    set_labels(model_config, task, DataFiles.from_config(config))
     model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
 
     def make_trainer(**kw: Any) -> Any:
@@ -155,7 +179,8 @@ def finetune(
             **kw,
         )
 
-    run = train(make_trainer, work_dir, config, callbacks, num_train_epochs=config.epochs)
+    steps = training_steps(config, len(train_split), PartialState().num_processes)
+    run = train(make_trainer, work_dir, config, callbacks, max_steps=steps)
     # The reported number is the fp32 model's (what is saved, exported and served), not the training-time
     # evaluation, which runs under the bf16 autocast when training does.
     final = evaluate_module(
@@ -167,6 +192,8 @@ def finetune(
         "value": final["value"],
         "value_precision": "fp32",
         "metrics": {m: final["metrics"][m] for m in task.metrics},
+        "majority_value": majority_value(task, train_split, dev),
+        "labels": list(task.names),
         **run.record(task.metric),
         "epochs": run.trainer.state.epoch,
         "train_examples": len(train_split),
@@ -186,23 +213,103 @@ def finetune(
     return metrics
 
 
+def base_model_of(model_dir: str | os.PathLike) -> str:
+    """The checkpoint a fine-tuned model started from (its ``metrics.json``), else the directory itself."""
+    import json
+
+    m = Path(model_dir) / "metrics.json"
+    try:
+        return json.loads(m.read_text()).get("model") or str(model_dir)
+    except (OSError, ValueError):
+        return str(model_dir)
+
+
+def majority_value(task: Any, train_split: Any, dev: Any) -> float | None:
+    """The headline metric of always answering the training data's most frequent label (None for
+    regression): the floor a trained classifier has to clear."""
+    import numpy as np
+
+    if task.is_regression:
+        return None
+    counts = np.bincount(train_split.labels, minlength=task.num_labels)
+    preds = np.full(len(dev), int(counts.argmax()))
+    return task.compute_metrics(preds, dev.labels)[task.metric]
+
+
 def evaluate(
     model_dir: str | os.PathLike,
-    task: str,
+    task: str | None = None,
     data_dir: str | os.PathLike | None = None,
     max_length: int = 128,
     max_samples: int | None = None,
     batch_size: int = 128,
+    validation_file: str | None = None,
+    text_columns: tuple[str, ...] = (),
+    label_column: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a saved sequence classifier (a teacher, or any HF BERT classifier) on a task's dev set."""
+    """Evaluate a saved sequence classifier (a teacher, a student, or any HF BERT classifier) on a GLUE
+    task's dev set or a validation file (default: the data the model records, else its GLUE task)."""
     from transformers import AutoTokenizer
 
     from ladabert.pipeline.student import load_classifier
 
-    t = get_task(task)
     path = resolve_model(str(model_dir))
     cfg = load_bert_config(path)
     check_max_length(max_length, cfg, path)
+    t, dev = validation_data(
+        cfg, path, task, validation_file, text_columns, label_column, data_dir, max_samples
+    )
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = load_classifier(path).eval()
-    return evaluate_module(model, tokenizer, t, data_dir, max_length, max_samples, batch_size)
+    return evaluate_module(model, tokenizer, t, max_length=max_length, batch_size=batch_size, dev=dev)
+
+
+def validation_data(
+    model_config: Any,
+    path: str,
+    task: str | None = None,
+    validation_file: str | None = None,
+    text_columns: tuple[str, ...] = (),
+    label_column: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    max_samples: int | None = None,
+) -> tuple[Any, Any]:
+    """The task and labelled examples a saved model is judged on: ``validation_file`` (read with the
+    model's label names), else the GLUE ``task``, else the validation file or GLUE task the model was
+    trained on."""
+    from types import SimpleNamespace
+
+    recorded = getattr(model_config, "ladabert_data", None) or {}
+    if validation_file is None and task is None and recorded.get("validation_file"):
+        validation_file = recorded["validation_file"]
+        text_columns = text_columns or tuple(recorded.get("text_columns") or ())
+        label_column = label_column or recorded.get("label_column")
+    if validation_file is not None:
+        spec = SimpleNamespace(
+            train_file=None,
+            validation_file=validation_file,
+            text_columns=text_columns,
+            label_column=label_column,
+            max_eval_samples=max_samples,
+        )
+        t, _, dev = load_task_data(
+            spec,
+            label_names=model_label_names(model_config),
+            splits=("dev",),
+            name=getattr(model_config, "finetuning_task", None),
+        )
+    else:
+        name = task or getattr(model_config, "finetuning_task", None)
+        if not name:
+            raise LadaBertError(
+                f"{path} does not record its task; pass --task (a GLUE task) or --validation-file"
+            )
+        t = get_task(name)
+        if model_config.num_labels != t.num_labels:
+            raise LadaBertError(
+                f"{path} has {model_config.num_labels} label(s) but {t.name} has {t.num_labels}; pass --task "
+                "or --validation-file with the model's data"
+            )
+        spec = SimpleNamespace(task=t.name, max_eval_samples=max_samples)
+        _, _, dev = load_task_data(spec, data_dir, splits=("dev",))
+    return dev.task, dev
