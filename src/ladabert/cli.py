@@ -368,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.model_dir,
         args.task,
         data_dir=args.data_dir,
-        max_length=args.max_length or ExportConfig.__dataclass_fields__["max_length"].default,
+        max_length=args.max_length,
         max_samples=args.max_eval_samples,
         validation_file=args.validation_file,
         text_columns=tuple(args.text_columns or ()),

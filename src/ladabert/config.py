@@ -349,7 +349,10 @@ class ExportConfig(JsonConfig):
         None, "fuse Add+LayerNorm into SkipLayerNormalization (default: dense models only)"
     )
     opset: int = _f(17, "ONNX opset")
-    max_length: int = _f(128, "max tokens per example the bundle is validated at")
+    max_length: int | None = _f(
+        None,
+        "max tokens per example the bundle is validated at (default: the length the model was trained at)",
+    )
     task: str | None = _f(
         None, "GLUE task for validation (default: the model's fine-tuning task or data files)"
     )
@@ -381,7 +384,8 @@ class ExportConfig(JsonConfig):
         check_choice("merge", self.merge, MERGES)
         check_range("align", self.align, 1)
         check_range("opset", self.opset, 14, 20)
-        check_range("max_length", self.max_length, 8, 512)
+        if self.max_length is not None:
+            check_range("max_length", self.max_length, 8, 512)
         for name in ("fp32_atol", "int8_max_drop", "fp16_atol"):
             check_range(name, getattr(self, name), 0)
         check_range("validate_samples", self.validate_samples, 1)

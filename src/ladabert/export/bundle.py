@@ -18,6 +18,7 @@ is with ``optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained(
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -272,24 +273,24 @@ def export_bundle(
     from ladabert.export import rewrites as rw
     from ladabert.export.runner import load_tokenizer
     from ladabert.pipeline.student import load_classifier
+    from ladabert.pipeline.teacher import trained_length
     from ladabert.student_config import stock_bert_config
 
     cfg = config or ExportConfig()
     path, mcfg, task, dev = _load_source(model_dir, cfg, data_dir)
+    max_length = cfg.max_length or trained_length(path, mcfg)
     model = load_classifier(path).eval().float()
     t_start = time.perf_counter()
     final = Path(out).expanduser().absolute()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        tokenizer.model_max_length = (
-            cfg.max_length
-        )  # what the bundle is validated at and predict truncates to
+        tokenizer.model_max_length = max_length  # what the bundle is validated at and predict truncates to
         tokenizer.save_pretrained(str(tmp))
         # A stock BERT config: the graph is what runs, and optimum / OpenVINO read the config without ladabert.
         bundle_config = stock_bert_config(model.config)
         bundle_config.ladabert_data = getattr(mcfg, "ladabert_data", None)
         bundle_config.save_pretrained(str(tmp))
-        check = _Validator(model, task, dev, load_tokenizer(tmp, cfg.max_length), cfg)
+        check = _Validator(model, task, dev, load_tokenizer(tmp, max_length), cfg)
         graph, info, stages = _rewritten_graph(model, mcfg, cfg, tmp)
         if rewrite_hook is not None:
             graph = rewrite_hook(graph)
@@ -311,7 +312,7 @@ def export_bundle(
             onnx.save(h, str(tmp / FILES["fp16"]))
             files["fp16"] = FILES["fp16"]
         openvino_file = _openvino_ir(tmp)
-        latency = _latency(tmp, files, cfg.max_length)
+        latency = _latency(tmp, files, max_length)
         section = getattr(mcfg, "ladabert", None) or {}
         meta = {
             "format": 1,
@@ -324,7 +325,7 @@ def export_bundle(
             "ranks": {n: s.get("rank") for n, s in (section.get("layers") or {}).items()},
             "num_layers": mcfg.num_hidden_layers,
             "opset": info["opset"],
-            "max_length": cfg.max_length,
+            "max_length": max_length,
             "fused_attention_at_export": info["fused_attention"],
             "rewrites": [r for r in cfg.rewrites if r != "fuse" or cfg.fuse],
             "stages": stages,

@@ -101,6 +101,19 @@ def load_bert_config(model: str, **kwargs: Any) -> Any:
     return config
 
 
+def trained_length(path: str, model_config: Any, fallback: int = 128) -> int:
+    """The sequence length a model written by ladabert was trained at (its ``metrics.json``), within its
+    position embeddings; ``fallback`` for other models."""
+    import json
+
+    try:
+        value = json.loads((Path(path) / "metrics.json").read_text())["config"]["max_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        value = None
+    limit = getattr(model_config, "max_position_embeddings", None) or fallback
+    return int(value) if isinstance(value, int) and 8 <= value <= limit else min(fallback, limit)
+
+
 def check_max_length(max_length: int, config: Any, model: str) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and max_length > limit:
@@ -240,7 +253,7 @@ def evaluate(
     model_dir: str | os.PathLike,
     task: str | None = None,
     data_dir: str | os.PathLike | None = None,
-    max_length: int = 128,
+    max_length: int | None = None,
     max_samples: int | None = None,
     batch_size: int = 128,
     validation_file: str | None = None,
@@ -248,13 +261,15 @@ def evaluate(
     label_column: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved sequence classifier (a teacher, a student, or any HF BERT classifier) on a GLUE
-    task's dev set or a validation file (default: the data the model records, else its GLUE task)."""
+    task's dev set or a validation file (default: the data the model records, else its GLUE task), at
+    ``max_length`` tokens (default: the length it was trained at)."""
     from transformers import AutoTokenizer
 
     from ladabert.pipeline.student import load_classifier
 
     path = resolve_model(str(model_dir))
     cfg = load_bert_config(path)
+    max_length = max_length or trained_length(path, cfg)
     check_max_length(max_length, cfg, path)
     t, dev = validation_data(
         cfg, path, task, validation_file, text_columns, label_column, data_dir, max_samples
