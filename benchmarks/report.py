@@ -14,12 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._common import RESULTS, describe_changes, recipe_changes
+from benchmarks._common import RESULTS, describe_changes, load_results, recipe_changes
 from benchmarks.latency import best_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS_DOC = ROOT / "docs" / "results.md"
+DATA_DOC = ROOT / "docs" / "data.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The latency run the README quotes: the default settings of benchmarks.latency on one machine.
 README_LATENCY = "latency_vm.json"
@@ -261,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     replace_block(README, readme)
     replace_block(RESULTS_DOC, full)
-    print(f"updated {README} and {RESULTS_DOC}")
+    small = load_results("small_data_sst2.json")
+    if small:
+        from benchmarks.small_data import render as render_small
+
+        replace_block(DATA_DOC, render_small(small))
+    print(f"updated {README}, {RESULTS_DOC}" + (f" and {DATA_DOC}" if small else ""))
     return 0
 
 

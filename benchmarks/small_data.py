@@ -40,9 +40,13 @@ def _row(m: dict, size: int, rule: str) -> dict:
 
 def render(data: dict) -> str:
     full = data.get("full_data")
+    machine = data["rows"][0]["machine"]
+    where = f"{machine['cpu']}, {machine['cores']} cores"
+    if full and full["machine"]["cpu"] != machine["cpu"]:
+        where += f"; the full-data teacher on {full['machine']['cpu']}"
     lines = [
-        f"SST-2 dev {data['metric']} of the default teacher recipe (all-MiniLM-L6-v2) on random training subsets; "
-        "majority = always the most frequent training label.",
+        f"SST-2 dev {data['metric']} of the default teacher recipe (all-MiniLM-L6-v2) on seeded random training "
+        f"subsets ({where}); majority = always the most frequent training label.",
         "",
         "| train examples | rule | steps | epochs | dev accuracy | majority | vs full data |",
         "|---|---|---|---|---|---|---|",

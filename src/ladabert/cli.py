@@ -388,7 +388,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         m = json.loads((teacher_dir / "metrics.json").read_text())
         print(f"[1/4] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
     else:
-        print(f"[1/4] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {cfg.task} -> {teacher_dir}")
+        data = cfg.train_file or cfg.task
+        print(f"[1/4] teacher: fine-tuning {cfg.model or 'all-MiniLM-L6-v2'} on {data} -> {teacher_dir}")
         m = finetune(cfg, teacher_dir, data_dir=args.data_dir)
         print(
             f"      {m['task']} dev {m['metric']} = {m['value']:.4f} ({m['steps']} steps, {m['wall_s']:.0f} s)"
