@@ -308,6 +308,25 @@ def _read_input_file(path: Path) -> Any:
             raise LadaBertError(f"{path} is not UTF-8 text; save it as UTF-8") from None
 
 
+def _checked(inputs: Any) -> Any:
+    """The inputs, refusing empty texts and text that is not valid UTF-8 (undecodable argument bytes)."""
+    from ladabert.errors import LadaBertError
+
+    for n, (text, pair) in enumerate(inputs, start=1):
+        for part in (text, pair):
+            if part is None:
+                continue
+            if not part.strip():
+                raise LadaBertError(f"input {n} is empty; give every input some text")
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LadaBertError(
+                    f"input {n} is not valid UTF-8 text; pass UTF-8 (check the terminal's locale)"
+                ) from None
+        yield text, pair
+
+
 def _batched(items: Any, size: int) -> Any:
     batch = []
     for item in items:
@@ -334,7 +353,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         openvino_hint=args.openvino_precision,
     )
     results = []
-    for batch in _batched(inputs, args.batch_size):
+    for batch in _batched(_checked(inputs), args.batch_size):
         texts = [t for t, _ in batch]
         pairs = [p for _, p in batch]
         if any(p is None for p in pairs) and any(p is not None for p in pairs):
@@ -378,14 +397,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# Settings that say how often to evaluate, log or save, not what a stage makes: a stage made with other
+# values of these is still reused.
+_CADENCE = {"eval_steps", "save_steps", "logging_steps", "eval_batch_size", "max_eval_samples", "precisions"}
+
+
+def _reuse(stage_dir: Path, record: str, key: str, wanted: Any) -> dict | None:
+    """The record of a finished stage made with the ``wanted`` config, None when the stage is still to run.
+
+    Raises:
+        LadaBertError: the directory holds something else (unfinished, unreadable, or other settings).
+    """
+    from ladabert.errors import LadaBertError
+
+    path = stage_dir / record
+    if not stage_dir.exists():
+        return None
+    fix = "pass another --out, or delete it to run the stage again"
+    try:
+        done = json.loads(path.read_text())
+        before = done[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LadaBertError(
+            f"{stage_dir} is not a finished stage of ladabert run (no readable {record}); {fix}"
+        ) from None
+    now = json.loads(json.dumps(wanted.to_dict()))
+    changed = [k for k in sorted(set(now) | set(before)) if k not in _CADENCE and before.get(k) != now.get(k)]
+    if changed:
+        diff = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+        raise LadaBertError(f"{stage_dir} was made with other settings ({diff}); {fix}")
+    return done
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ladabert.pipeline.teacher import finetune
 
     run_dir = Path(args.out)
     teacher_dir = run_dir / "teacher"
     cfg = _finetune_config(args)
-    if (teacher_dir / "metrics.json").is_file():
-        m = json.loads((teacher_dir / "metrics.json").read_text())
+    m = _reuse(teacher_dir, "metrics.json", "config", cfg)
+    if m is not None:
         print(f"[1/4] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
     else:
         data = cfg.train_file or cfg.task
@@ -398,8 +449,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ccfg = _compress_config(args)
     student_dir = run_dir / f"student-{ccfg.ratio:g}x"
-    if (student_dir / "metrics.json").is_file():
-        sm = json.loads((student_dir / "metrics.json").read_text())
+    sm = _reuse(student_dir, "metrics.json", "config", ccfg)
+    if sm is not None:
         print(f"[2/4] student: reusing {student_dir}")
     else:
         print(
@@ -411,14 +462,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ladabert.export.runner import OnnxClassifier
 
     bundle = run_dir / f"student-{ccfg.ratio:g}x-onnx"
-    if (bundle / "ladabert.json").is_file():
-        bm = json.loads((bundle / "ladabert.json").read_text())
+    ecfg = _export_config(args)
+    bm = _reuse(bundle, "ladabert.json", "export_config", ecfg)
+    if bm is not None:
         print(f"[3/4] export: reusing {bundle}")
     else:
         print(f"[3/4] export: ONNX fp32 + int8, validated against PyTorch -> {bundle}")
         from ladabert.export.bundle import ExportValidationError
 
-        ecfg = _export_config(args)
         try:
             bm = export_bundle(student_dir, bundle, ecfg, data_dir=args.data_dir)
         except ExportValidationError as exc:

@@ -288,6 +288,12 @@ class CompressConfig(JsonConfig):
         check_choice("schedule", self.schedule, ("cubic", "linear"))
         check_range("ratio", self.ratio, 1)
         check_range("initial_ratio", self.initial_ratio, 1)
+        if self.initial_ratio > self.ratio and self.initial_ratio != 2.0:
+            # (the default 2 is lowered to a smaller target ratio; an explicit larger start is a mistake)
+            raise ValueError(
+                f"initial_ratio ({self.initial_ratio:g}) must be <= ratio ({self.ratio:g}): the schedule grows the "
+                "ratio; pass a smaller --initial-ratio"
+            )
         check_range("hybrid", self.hybrid, 0, 1)
         check_range("embedding_scale", self.embedding_scale, 0, lo_open=True)
         check_range("keep_heads", self.keep_heads, 0, 1, lo_open=True)

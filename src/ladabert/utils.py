@@ -36,13 +36,36 @@ def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
+def check_not_input(out: str | os.PathLike, inputs: list[Any], what: str = "--out") -> None:
+    """Refuse an output that is, lies inside, or contains one of the command's inputs (even with
+    ``--overwrite``: replacing it would destroy the input)."""
+    target = Path(out).expanduser().resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).expanduser()
+        if not src.exists():
+            continue
+        src = src.resolve()
+        if target == src or src.is_relative_to(target) or target.is_relative_to(src):
+            relation = "is" if target == src else ("contains" if src.is_relative_to(target) else "is inside")
+            raise LadaBertError(
+                f"{what} {target} {relation} the input {src}; choose a {what} outside the inputs "
+                "(--overwrite never replaces an input)"
+            )
+
+
 @contextlib.contextmanager
-def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    out: str | os.PathLike, overwrite: bool = False, inputs: list[Any] = ()
+) -> Iterator[Path]:
     """Yield a temporary directory beside ``out`` that is renamed to ``out`` only on success.
 
     On any exception the temporary directory is removed, so a crash never leaves a half-written
-    ``out``. An existing ``out`` is replaced only when ``overwrite`` is true.
+    ``out``. An existing ``out`` is replaced only when ``overwrite`` is true: moved aside, and removed only
+    once the new one is in place. ``out`` may not overlap any of ``inputs`` (:func:`check_not_input`).
     """
+    check_not_input(out, list(inputs))
     out = check_writable_dir(out)
     if out.exists() and not overwrite:
         raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
@@ -54,10 +77,18 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-    tmp.rename(out)
+    try:
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+        tmp.rename(out)
+    except OSError as exc:
+        if old is not None and not out.exists():
+            old.rename(out)  # put the previous output back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LadaBertError(
+            f"cannot move the new output into {out}: {exc.strerror or exc}; check the directory"
+        ) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

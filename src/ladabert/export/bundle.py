@@ -271,18 +271,25 @@ def export_bundle(
     from transformers import AutoTokenizer
 
     from ladabert.export import rewrites as rw
-    from ladabert.export.runner import load_tokenizer
+    from ladabert.export.runner import file_sha256, load_tokenizer
     from ladabert.pipeline.student import load_classifier
-    from ladabert.pipeline.teacher import trained_length
+    from ladabert.pipeline.teacher import check_max_length, trained_length
     from ladabert.student_config import stock_bert_config
 
     cfg = config or ExportConfig()
     path, mcfg, task, dev = _load_source(model_dir, cfg, data_dir)
     max_length = cfg.max_length or trained_length(path, mcfg)
+    check_max_length(max_length, mcfg, path)
     model = load_classifier(path).eval().float()
     t_start = time.perf_counter()
     final = Path(out).expanduser().absolute()
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    inputs = [
+        path,
+        cfg.validation_file,
+        data_dir,
+        (getattr(mcfg, "ladabert_data", None) or {}).get("validation_file"),
+    ]
+    with atomic_output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.model_max_length = max_length  # what the bundle is validated at and predict truncates to
         tokenizer.save_pretrained(str(tmp))
@@ -341,6 +348,8 @@ def export_bundle(
             "wall_s": round(time.perf_counter() - t_start, 1),
             **run_environment(),
         }
+        # By precision, so that a files table pointing a precision at another file is caught.
+        meta["sha256"] = {precision: file_sha256(tmp / f) for precision, f in files.items()}
         write_json_atomic(tmp / "ladabert.json", meta)
         _write_card(tmp, final, meta, mcfg, path)
     return meta

@@ -25,13 +25,50 @@ from ladabert.export.runtime import openvino_runner, ort_runner
 RUNTIMES = ("onnxruntime", "openvino")
 
 
+def _read_json(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object from ``path``, or one line saying what is wrong with the file."""
+    if not path.is_file():
+        raise LadaBertError(f"{path.parent} has no {path.name}; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LadaBertError(f"{path} is not valid JSON ({str(exc)[:80]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise LadaBertError(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_digest(path: Path, expected: str | None, precision: str) -> None:
+    """Refuse a model file whose content is not what export wrote under that name (bundles record it)."""
+    if expected and file_sha256(path) != expected:
+        raise LadaBertError(
+            f"{path} does not match what was exported as the {precision} model (its checksum differs from "
+            "ladabert.json's: the file is damaged or another file took its place); export the bundle again"
+        )
+
+
 def load_tokenizer(bundle: Path, max_length: int) -> Any:
     from tokenizers import Tokenizer
 
     path = bundle / "tokenizer.json"
     if not path.is_file():
         raise LadaBertError(f"{bundle} has no tokenizer.json; export the bundle again with ladabert export")
-    tok = Tokenizer.from_file(str(path))
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a plain Exception for unparsable files
+        raise LadaBertError(
+            f"{path} is not a readable tokenizer ({str(exc)[:120]}); export the bundle again with ladabert export"
+        ) from None
     tok.enable_truncation(max_length)
     pad_id = tok.token_to_id("[PAD]")
     tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
@@ -71,21 +108,34 @@ class OnnxClassifier:
         max_length: int | None = None,
         openvino_hint: str = "f32",
     ):
+        if threads is not None and threads < 1:
+            raise LadaBertError(f"threads must be >= 1 (or unset for the runtime's default), got {threads}")
         self.bundle = Path(bundle)
-        meta_path = self.bundle / "ladabert.json"
-        if not meta_path.is_file():
-            raise LadaBertError(f"{bundle} has no ladabert.json; pass a directory written by ladabert export")
-        self.meta = json.loads(meta_path.read_text())
-        files = self.meta.get("files", {})
+        self.meta = _read_json(self.bundle / "ladabert.json", "pass a directory written by ladabert export")
+        files = self.meta.get("files")
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise LadaBertError(
+                f"{self.bundle / 'ladabert.json'} has no valid files table; export the bundle again"
+            )
         fname = files.get(precision, precision if precision.endswith(".onnx") else None)
-        if fname is None or not (self.bundle / fname).is_file():
+        if fname is None:
             raise LadaBertError(
                 f"{bundle} has no {precision} model (it has {', '.join(files) or 'none'}); "
                 f"export with --precision {precision}"
             )
+        if not (self.bundle / fname).is_file():
+            raise LadaBertError(
+                f"{bundle}'s {precision} model {fname} is missing; export the bundle again with ladabert export"
+            )
         self.path = self.bundle / fname
-        config = json.loads((self.bundle / "config.json").read_text())
-        self.labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        _check_digest(self.path, (self.meta.get("sha256") or {}).get(precision), precision)
+        config = _read_json(self.bundle / "config.json", "export the bundle again with ladabert export")
+        try:
+            self.labels = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+        except (TypeError, ValueError, AttributeError):
+            raise LadaBertError(
+                f"{self.bundle / 'config.json'} has an invalid id2label; export the bundle again"
+            ) from None
         self.tokenizer = load_tokenizer(self.bundle, max_length or self.meta.get("max_length", 128))
         if runtime == "onnxruntime":
             self._run = ort_runner(self.path, threads)

@@ -40,7 +40,15 @@ def ort_session(
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, so, providers=[provider])
+    try:
+        return ort.InferenceSession(source, so, providers=[provider])
+    except Exception as exc:  # onnxruntime raises its own types for unreadable or invalid graphs
+        where = "the exported graph" if isinstance(model, bytes) else str(model)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise LadaBertError(
+            f"ONNX Runtime cannot load {where} ({first}); the file is damaged or not an ONNX model: export it "
+            "again with ladabert export"
+        ) from None
 
 
 def ort_runner(

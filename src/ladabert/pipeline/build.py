@@ -76,18 +76,9 @@ def _distill_only(teacher: nn.Module, config: CompressConfig) -> StudentPlan:
     return StudentPlan(student, {}, None)
 
 
-def plan_student(
-    teacher: nn.Module, config: CompressConfig, stats: dict[str, torch.Tensor] | None = None
-) -> StudentPlan:
-    """The initial student (at ``config.initial_ratio``) and its schedule; the teacher is not changed.
-
-    ``stats`` (:func:`ladabert.pipeline.calibrate.activation_stats`) makes the compression data-aware.
-
-    Raises:
-        LadaBertError: the target ratio is out of reach (checked before anything is trained).
-    """
-    if config.method == "distill-only":
-        return _distill_only(teacher, config)
+def _allocation(teacher: nn.Module, config: CompressConfig, stats: dict[str, torch.Tensor] | None) -> tuple:
+    """The teacher without its removed heads and FFN neurons, the ratio schedule, and ``ratio -> plan``;
+    raises when the target ratio is out of reach."""
     n_teacher = count_all(teacher)
     dense = copy.deepcopy(teacher)
     # Heads and FFN neurons go first (``stats`` is sliced to what is kept); the hybrid plan spends the rest.
@@ -122,6 +113,29 @@ def plan_student(
         )
 
     plan_for(config.ratio)  # fails early when the final ratio is out of reach
+    return dense, schedule, plan_for
+
+
+def check_reachable(teacher: nn.Module, config: CompressConfig) -> None:
+    """Raise :class:`LadaBertError` now when ``config.ratio`` cannot be reached from ``teacher`` (before any
+    calibration or training is spent on it)."""
+    if config.method != "distill-only":
+        _allocation(teacher, config, None)
+
+
+def plan_student(
+    teacher: nn.Module, config: CompressConfig, stats: dict[str, torch.Tensor] | None = None
+) -> StudentPlan:
+    """The initial student (at ``config.initial_ratio``) and its schedule; the teacher is not changed.
+
+    ``stats`` (:func:`ladabert.pipeline.calibrate.activation_stats`) makes the compression data-aware.
+
+    Raises:
+        LadaBertError: the target ratio is out of reach (checked before anything is trained).
+    """
+    if config.method == "distill-only":
+        return _distill_only(teacher, config)
+    dense, schedule, plan_for = _allocation(teacher, config, stats)
     student = hyb.install(dense, plan_for(schedule.initial_ratio), stats)
     cfg = copy.deepcopy(dense.config)  # carries ``pruned_heads``
     cfg.ladabert = {"method": config.method, "layers": layer_specs(student)}

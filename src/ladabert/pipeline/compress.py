@@ -30,7 +30,15 @@ from ladabert.pipeline import hybrid as hyb
 from ladabert.pipeline.build import narrow_student_config, plan_student  # noqa: F401  (re-exported)
 from ladabert.pipeline.data import GlueSplit, get_task, make_collator, tokenize
 from ladabert.pipeline.files import DataFiles, load_task_data, model_label_names
-from ladabert.pipeline.harness import evaluate_module, prepare_output, save_run, train
+from ladabert.pipeline.harness import (
+    check_resume,
+    evaluate_module,
+    output_lock,
+    prepare_output,
+    resume_settings,
+    save_run,
+    train,
+)
 from ladabert.pipeline.teacher import (
     base_model_of,
     check_max_length,
@@ -194,6 +202,9 @@ def compress_model(
             return compress_model(
                 teacher, tokenizer, train_split, dev_split, config, tmp, callbacks, teacher_name
             )
+    from ladabert.pipeline.build import check_reachable
+
+    check_reachable(teacher, config)  # before the teacher is scored and calibrated
     if config.w_attention > 0:  # the attention term reads the maps that only eager attention returns
         teacher.config._attn_implementation = "eager"
     teacher.eval()
@@ -221,7 +232,13 @@ def compress_model(
 
     comp_cb = CompressionCallback(built.plans, stats)
     # The weight average samples after the compression callback has applied this step's masks.
-    run = train(make_trainer, Path(work_dir), config, [comp_cb, *(callbacks or [])])
+    run = train(
+        make_trainer,
+        Path(work_dir),
+        config,
+        [comp_cb, *(callbacks or [])],
+        settings={"teacher": teacher_name},
+    )
     student = _finish_student(run.model)
     section = _student_section(config, student, teacher, teacher_name, bool(stats))
     student.config.ladabert = {k: v for k, v in section.items() if k != "param_counts"}
@@ -314,29 +331,32 @@ def compress(
     names = model_label_names(tcfg) if files is not None else False
     task, train_split, dev = load_task_data(config, data_dir, label_names=names)
     _check_labels(path, tcfg, task, files)
-    out, work_dir = prepare_output(out, overwrite)
-    attn = {"attn_implementation": "eager"} if config.w_attention > 0 else {}
-    teacher_model = load_classifier(path, **attn).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.model_max_length = config.max_length
-    student, metrics = compress_model(
-        teacher_model, tokenizer, train_split, dev, config, work_dir, callbacks, teacher_name=str(teacher)
-    )
-    if files is not None or not getattr(student.config, "finetuning_task", None):
-        set_labels(student.config, task, files)
-    metrics.update(run_environment())
+    inputs = [path, config.train_file, config.validation_file, data_dir]
+    out, work_dir = prepare_output(out, overwrite, inputs)
+    with output_lock(out):
+        check_resume(work_dir, resume_settings(config, teacher=str(teacher)))
+        attn = {"attn_implementation": "eager"} if config.w_attention > 0 else {}
+        teacher_model = load_classifier(path, **attn).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.model_max_length = config.max_length
+        student, metrics = compress_model(
+            teacher_model, tokenizer, train_split, dev, config, work_dir, callbacks, teacher_name=str(teacher)
+        )
+        if files is not None or not getattr(student.config, "finetuning_task", None):
+            set_labels(student.config, task, files)
+        metrics.update(run_environment())
 
-    def write(tmp: Path) -> None:
-        from ladabert.card import write_card
+        def write(tmp: Path) -> None:
+            from ladabert.card import write_card
 
-        student.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        metrics["bytes"] = (tmp / "model.safetensors").stat().st_size
-        (tmp / "compress_config.json").write_text(config.to_json() + "\n")
-        write_card(tmp, out, "student", card_facts(student.config, metrics, base_model_of(path)))
+            student.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            metrics["bytes"] = (tmp / "model.safetensors").stat().st_size
+            (tmp / "compress_config.json").write_text(config.to_json() + "\n")
+            write_card(tmp, out, "student", card_facts(student.config, metrics, base_model_of(path)))
 
-    save_run(out, write, metrics, overwrite, keep_checkpoints)
-    return metrics
+        save_run(out, write, metrics, overwrite, keep_checkpoints, inputs)
+        return metrics
 
 
 def card_facts(model_config: Any, metrics: dict[str, Any], base_model: str | None) -> dict[str, Any]:

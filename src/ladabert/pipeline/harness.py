@@ -8,6 +8,7 @@ its fp32 evaluation as the reported result, and an atomic save with ``metrics.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 from ladabert.errors import LadaBertError
 from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
-from ladabert.utils import atomic_output_dir, check_writable_dir, cpu_info, write_json_atomic
+from ladabert.utils import atomic_output_dir, check_not_input, check_writable_dir, cpu_info, write_json_atomic
 
 
 def checkpoint_dir_for(out: str | os.PathLike) -> Path:
@@ -28,9 +29,10 @@ def checkpoint_dir_for(out: str | os.PathLike) -> Path:
     return out.parent / f"{out.name}.checkpoints"
 
 
-def prepare_output(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
+def prepare_output(out: str | os.PathLike, overwrite: bool, inputs: list[Any] = ()) -> tuple[Path, Path]:
     """The absolute ``out`` (its parent writable) and its checkpoint directory; refuses an existing ``out``
-    unless ``overwrite``."""
+    unless ``overwrite``, and an ``out`` that overlaps one of ``inputs`` always."""
+    check_not_input(out, list(inputs))
     out = check_writable_dir(out)
     if out.exists() and not overwrite:
         raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
@@ -217,27 +219,147 @@ class TrainedRun:
         }
 
 
+COMPLETE = "ladabert-complete.json"  # written last into a checkpoint: the checkpoint is whole
+SETTINGS = "settings.json"  # what the checkpoints in a checkpoint directory were made with
+# Settings a resumed run may change: they decide what is logged, evaluated or kept, not what is trained.
+RESUME_FREE = {"eval_steps", "save_steps", "logging_steps", "eval_batch_size", "max_eval_samples"}
+
+
+def complete_checkpoints(work_dir: Path) -> list[Path]:
+    """The checkpoints of ``work_dir`` that were written to the end, oldest first. Incomplete ones (a run
+    killed while saving) are removed with a warning, so that resuming starts from the last whole one."""
+    import warnings
+
+    if not work_dir.is_dir():
+        return []
+    found = []
+    for d in work_dir.glob("checkpoint-*"):
+        suffix = d.name.split("-", 1)[1]
+        if d.is_dir() and suffix.isdigit():
+            found.append((int(suffix), d))
+    whole = []
+    for _, d in sorted(found):
+        if (d / COMPLETE).is_file():
+            whole.append(d)
+        else:
+            warnings.warn(
+                f"removing the incomplete checkpoint {d} (the run stopped while saving it)", stacklevel=2
+            )
+            shutil.rmtree(d, ignore_errors=True)
+    return whole
+
+
+def _complete_marker() -> Any:
+    from transformers import TrainerCallback
+
+    class _MarkComplete(TrainerCallback):
+        """Runs after every other ``on_save``: the checkpoint and the harness's own files are all written."""
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and ckpt.is_dir():
+                # A pickle a resume never reads (the settings come from the command and settings.json).
+                (ckpt / "training_args.bin").unlink(missing_ok=True)
+                write_json_atomic(ckpt / COMPLETE, {"step": state.global_step})
+
+    return _MarkComplete()
+
+
+def resume_settings(config: Any, **extra: Any) -> dict[str, Any]:
+    """What a run's checkpoints are recorded with: its config and ``extra`` (teacher, steps), as JSON reads
+    them back (tuples become lists), so that a record compares equal to the settings that made it."""
+    return json.loads(json.dumps({**config.to_dict(), **extra}, default=str))
+
+
+def check_resume(work_dir: Path, settings: dict[str, Any]) -> str | None:
+    """The checkpoint a run with ``settings`` resumes from (None: a fresh start), after dropping incomplete
+    checkpoints; refuses checkpoints made with other settings. Called before any expensive work."""
+    whole = complete_checkpoints(work_dir)
+    last = str(whole[-1]) if whole else None
+    check_settings(work_dir, settings, last is not None)
+    return last
+
+
+def check_settings(work_dir: Path, settings: dict[str, Any], resumable: bool) -> None:
+    """Record ``settings`` in a new checkpoint directory; refuse to resume checkpoints made with others."""
+    path = work_dir / SETTINGS
+    if resumable and path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        changed = sorted(
+            k
+            for k in set(settings) | set(before or {})
+            if k not in RESUME_FREE and (before or {}).get(k) != settings.get(k)
+        )
+        if before is None or changed:
+            what = (
+                ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:3])
+                if before
+                else "unreadable settings"
+            )
+            raise LadaBertError(
+                f"{work_dir} holds checkpoints of a run with other settings ({what}); rerun with the same "
+                f"settings to resume, or delete {work_dir} to start fresh"
+            )
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, settings)
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Any:
+    """Hold an exclusive lock for ``out`` (a file in its checkpoint directory) while a run writes it, so that
+    a second run on the same ``--out`` stops at once instead of sharing the checkpoints."""
+    import fcntl
+
+    work_dir = checkpoint_dir_for(out)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(work_dir / ".lock", "w")  # noqa: SIM115 (held for the whole run)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise LadaBertError(
+            f"another run is writing {out} (it holds {work_dir / '.lock'}); wait for it or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        fh.close()
+        # A run that stopped before its first checkpoint leaves nothing to resume: leave nothing behind.
+        if work_dir.is_dir() and not any(work_dir.glob("checkpoint-*")):
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
 def train(
     make_trainer: Callable[..., Any],
     work_dir: Path,
     config: Any,
     callbacks: list[Any] | None = None,
+    settings: dict[str, Any] | None = None,
     **training_args: Any,
 ) -> TrainedRun:
-    """Build a trainer with ``make_trainer(args=..., callbacks=[...])``, resume it from the last checkpoint
-    in ``work_dir`` if there is one, train it, and return the fp32 model with the averaged weights loaded.
+    """Build a trainer with ``make_trainer(args=..., callbacks=[...])``, resume it from the last complete
+    checkpoint in ``work_dir`` if there is one, train it, and return the fp32 model with the averaged weights
+    loaded.
 
     ``callbacks`` run after the harness's own (wall clock) and before weight averaging, so that the average
-    samples what they left (e.g. the masks a compression callback applied)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    samples what they left (e.g. the masks a compression callback applied). ``settings`` (default: the
+    config) are recorded with the checkpoints; resuming with different ones is refused."""
     args = training_arguments(work_dir, config, **training_args)
+    last = check_resume(work_dir, resume_settings(config, **(settings or {}), **training_args))
     clock = WallClock(work_dir)
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     average = WeightAverage(config.average_last, config.average_every, last) if config.average_last else None
     trainer = make_trainer(
         args=args,
-        callbacks=[clock.callback(), *(callbacks or []), *([average.callback()] if average else [])],
+        callbacks=[
+            clock.callback(),
+            *(callbacks or []),
+            *([average.callback()] if average else []),
+            _complete_marker(),
+        ],
     )
     trainer.train(resume_from_checkpoint=last)
     wall = clock.total()
@@ -253,6 +375,7 @@ def save_run(
     metrics: dict[str, Any],
     overwrite: bool,
     keep_checkpoints: bool,
+    inputs: list[Any] = (),
 ) -> None:
     """On the main process: ``write(tmp)`` the model files into a temporary directory beside ``out``, add
     ``metrics.json``, rename it to ``out``; then drop the checkpoints unless ``keep_checkpoints``."""
@@ -260,7 +383,7 @@ def save_run(
 
     if not PartialState().is_main_process:  # under torchrun every rank trains, one writes
         return
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         write(tmp)
         write_json_atomic(tmp / "metrics.json", metrics)
     if not keep_checkpoints:

@@ -227,7 +227,7 @@ def densify_dir(
         raise LadaBertError(
             f"densified model differs from the student by {diff:.3g} > {atol:g}; nothing was written"
         )
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, inputs=[path]) as tmp:
         dense.save_pretrained(str(tmp))
         AutoTokenizer.from_pretrained(path).save_pretrained(str(tmp))
         info = {
@@ -241,13 +241,32 @@ def densify_dir(
 
 
 def load_classifier(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
-    """Load a teacher (any BERT classifier) or a LadaBERT student from a directory or hub id."""
+    """Load a teacher (any BERT classifier) or a LadaBERT student from a directory or hub id.
+
+    Weights are read from safetensors where the directory has them; ``.bin`` weights only through
+    transformers' loader, which reads them with ``torch.load(weights_only=True)`` (no pickled code runs).
+
+    Raises:
+        LadaBertError: the files are damaged or do not match ``config.json`` (one line, with the fix).
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(path)
-    if getattr(config, "ladabert", None):
-        return LadaBertForSequenceClassification.from_pretrained(path, **kwargs)
-    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        cls = (
+            LadaBertForSequenceClassification
+            if getattr(config, "ladabert", None)
+            else AutoModelForSequenceClassification
+        )
+        return cls.from_pretrained(path, **kwargs)
+    except LadaBertError:
+        raise
+    except Exception as exc:  # safetensors, torch and transformers each raise their own types here
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+        raise LadaBertError(
+            f"cannot load the model in {path} ({exc.__class__.__name__}: {first[:200]}); its files are damaged or "
+            "do not match its config.json: write it again with ladabert finetune / compress"
+        ) from None
 
 
 # The Auto classes may have loaded while this module was loading; register the student with them now.

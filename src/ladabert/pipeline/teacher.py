@@ -26,7 +26,15 @@ from ladabert.config import FinetuneConfig
 from ladabert.errors import LadaBertError
 from ladabert.pipeline.data import get_task, make_collator, tokenize
 from ladabert.pipeline.files import DataFiles, load_task_data, model_label_names
-from ladabert.pipeline.harness import evaluate_module, prepare_output, save_run, train
+from ladabert.pipeline.harness import (
+    check_resume,
+    evaluate_module,
+    output_lock,
+    prepare_output,
+    resume_settings,
+    save_run,
+    train,
+)
 from ladabert.utils import run_environment
 
 SUPPORTED_MODEL_TYPES = ("bert", "ladabert")
@@ -176,54 +184,62 @@ def finetune(
     task, train_split, dev = load_task_data(config, data_dir)
     model_config = load_bert_config(model_path, num_labels=task.num_labels)
     check_max_length(config.max_length, model_config, model_path)
-    out, work_dir = prepare_output(out, overwrite)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.model_max_length = config.max_length  # what the model was trained and is scored at
-    set_labels(model_config, task, DataFiles.from_config(config))
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
-
-    def make_trainer(**kw: Any) -> Any:
-        return Trainer(
-            model=model,
-            train_dataset=tokenize(train_split, tokenizer, config.max_length),
-            eval_dataset=tokenize(dev, tokenizer, config.max_length),
-            data_collator=make_collator(tokenizer),
-            compute_metrics=lambda p: task.compute_metrics(p.predictions, p.label_ids),
-            **kw,
-        )
-
+    inputs = [model_path, config.train_file, config.validation_file, data_dir]
+    out, work_dir = prepare_output(out, overwrite, inputs)
     steps = training_steps(config, len(train_split), PartialState().num_processes)
-    run = train(make_trainer, work_dir, config, callbacks, max_steps=steps)
-    # The reported number is the fp32 model's (what is saved, exported and served), not the training-time
-    # evaluation, which runs under the bf16 autocast when training does.
-    final = evaluate_module(
-        run.model, tokenizer, task, max_length=config.max_length, batch_size=config.eval_batch_size, dev=dev
-    )
-    metrics = {
-        "task": task.name,
-        "metric": task.metric,
-        "value": final["value"],
-        "value_precision": "fp32",
-        "metrics": {m: final["metrics"][m] for m in task.metrics},
-        "majority_value": majority_value(task, train_split, dev),
-        "labels": list(task.names),
-        **run.record(task.metric),
-        "epochs": run.trainer.state.epoch,
-        "train_examples": len(train_split),
-        "eval_examples": len(dev),
-        "model": config.model or DEFAULT_TEACHER_ID,
-        "model_path": model_path,
-        "config": config.to_dict(),
-        **run_environment(),
-    }
+    with output_lock(out):
+        check_resume(work_dir, resume_settings(config, max_steps=steps))
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer.model_max_length = config.max_length  # what the model was trained and is scored at
+        set_labels(model_config, task, DataFiles.from_config(config))
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
 
-    def write(tmp: Path) -> None:
-        run.trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "finetune_config.json").write_text(config.to_json() + "\n")
+        def make_trainer(**kw: Any) -> Any:
+            return Trainer(
+                model=model,
+                train_dataset=tokenize(train_split, tokenizer, config.max_length),
+                eval_dataset=tokenize(dev, tokenizer, config.max_length),
+                data_collator=make_collator(tokenizer),
+                compute_metrics=lambda p: task.compute_metrics(p.predictions, p.label_ids),
+                **kw,
+            )
 
-    save_run(out, write, metrics, overwrite, keep_checkpoints)
-    return metrics
+        run = train(make_trainer, work_dir, config, callbacks, max_steps=steps)
+        # The reported number is the fp32 model's (what is saved, exported and served), not the training-time
+        # evaluation, which runs under the bf16 autocast when training does.
+        final = evaluate_module(
+            run.model,
+            tokenizer,
+            task,
+            max_length=config.max_length,
+            batch_size=config.eval_batch_size,
+            dev=dev,
+        )
+        metrics = {
+            "task": task.name,
+            "metric": task.metric,
+            "value": final["value"],
+            "value_precision": "fp32",
+            "metrics": {m: final["metrics"][m] for m in task.metrics},
+            "majority_value": majority_value(task, train_split, dev),
+            "labels": list(task.names),
+            **run.record(task.metric),
+            "epochs": run.trainer.state.epoch,
+            "train_examples": len(train_split),
+            "eval_examples": len(dev),
+            "model": config.model or DEFAULT_TEACHER_ID,
+            "model_path": model_path,
+            "config": config.to_dict(),
+            **run_environment(),
+        }
+
+        def write(tmp: Path) -> None:
+            run.trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / "finetune_config.json").write_text(config.to_json() + "\n")
+
+        save_run(out, write, metrics, overwrite, keep_checkpoints, inputs)
+        return metrics
 
 
 def base_model_of(model_dir: str | os.PathLike) -> str:
