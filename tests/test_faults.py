@@ -549,3 +549,16 @@ def test_a_second_run_on_the_same_out_stops_at_once(fx, tmp_path, capsys):
         )
     assert rc == 2 and "another run is writing" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_failed_command_creates_no_directories(fx, tmp_path, capsys):
+    # Fails after the output was prepared (the ratio check needs the teacher): no a/, no a/b/.
+    argv = ["compress", "--teacher", str(fx["teacher"]), "--ratio", "1e9", "--data-dir", str(fx["glue"]), *FAST]
+    assert main([*argv, "--out", str(tmp_path / "a" / "b" / "out")]) == 2
+    assert "is out of reach" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    # Fails inside the atomic write, after fp32 passed: fp16 is validated only on ONNX Runtime's CUDA provider.
+    export = ["export", str(fx["student"]), "--data-dir", str(fx["glue"]), "--precision", "fp32", "fp16"]
+    assert main([*export, "--out", str(tmp_path / "c" / "d")]) == 2
+    assert "fp16 validation needs" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

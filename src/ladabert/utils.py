@@ -8,7 +8,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,22 +17,48 @@ from ladabert.errors import LadaBertError
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Make sure ``path``'s parent exists (creating it) and accepts new files.
+    """Make sure ``path`` can be created: its nearest existing ancestor is a writable directory. Nothing is
+    created here (see :func:`make_parents`), so a command that fails later leaves no new directories.
 
     Raises:
         LadaBertError: naming the path and the fix when it cannot be written.
     """
     path = Path(path).expanduser().absolute()
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    problem = None
+    if not ancestor.is_dir():
+        problem = f"{ancestor} is not a directory"
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        problem = f"{ancestor} is not writable"
+    if problem:
+        raise LadaBertError(f"cannot write {what} {path}: {problem}; choose a {what} in a writable directory")
+    return path
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent directories; returns the ones created, outermost first."""
+    missing = []
     parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".ladabert-write-test-"):
-            pass
+        for d in reversed(missing):
+            d.mkdir()
     except OSError as exc:
         raise LadaBertError(
-            f"cannot write {what} {path}: {exc.strerror or exc}; choose a {what} in a writable directory"
+            f"cannot create {d}: {exc.strerror or exc}; choose a --out in a writable directory"
         ) from None
-    return path
+    return list(reversed(missing))
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove the directories :func:`make_parents` created, innermost first, where they are still empty."""
+    for d in reversed(dirs):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def check_not_input(out: str | os.PathLike, inputs: list[Any], what: str = "--out") -> None:
@@ -69,12 +94,14 @@ def atomic_output_dir(
     out = check_writable_dir(out)
     if out.exists() and not overwrite:
         raise LadaBertError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    created = make_parents(out)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
         raise
     old = None
     try:

@@ -20,7 +20,15 @@ from typing import Any
 
 from ladabert.errors import LadaBertError
 from ladabert.pipeline.data import get_task, load_glue, make_collator, tokenize
-from ladabert.utils import atomic_output_dir, check_not_input, check_writable_dir, cpu_info, write_json_atomic
+from ladabert.utils import (
+    atomic_output_dir,
+    check_not_input,
+    check_writable_dir,
+    cpu_info,
+    make_parents,
+    remove_empty,
+    write_json_atomic,
+)
 
 
 def checkpoint_dir_for(out: str | os.PathLike) -> Path:
@@ -315,7 +323,8 @@ def output_lock(out: Path) -> Any:
     import fcntl
 
     work_dir = checkpoint_dir_for(out)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    created = make_parents(work_dir)
+    work_dir.mkdir(exist_ok=True)
     fh = open(work_dir / ".lock", "w")  # noqa: SIM115 (held for the whole run)
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -331,6 +340,8 @@ def output_lock(out: Path) -> Any:
         # A run that stopped before its first checkpoint leaves nothing to resume: leave nothing behind.
         if work_dir.is_dir() and not any(work_dir.glob("checkpoint-*")):
             shutil.rmtree(work_dir, ignore_errors=True)
+            if not out.exists():
+                remove_empty(created)
 
 
 def train(
