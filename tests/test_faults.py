@@ -465,6 +465,13 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
         ["predict", "{setup}", "good"],
         "model model.onnx is missing",
     ),
+    (
+        "damaged teacher tokenizer",
+        _damage("teacher", _truncate("tokenizer.json", 40)),
+        ["eval", "{setup}", "--data-dir", G],
+        "cannot load the tokenizer",
+    ),
+    ("predict text not UTF-8", None, ["predict", B, "caf\udce9"], "input 1 is not valid UTF-8"),
     ("negative threads", None, ["predict", B, "good", "--threads", "-1"], "threads must be >= 1"),
     ("empty text", None, ["predict", B, ""], "input 1 is empty"),
     ("precision not exported", None, ["predict", B, "good", "--precision", "fp16"], "has no fp16 model"),
@@ -553,7 +560,16 @@ def test_a_second_run_on_the_same_out_stops_at_once(fx, tmp_path, capsys):
 
 def test_a_failed_command_creates_no_directories(fx, tmp_path, capsys):
     # Fails after the output was prepared (the ratio check needs the teacher): no a/, no a/b/.
-    argv = ["compress", "--teacher", str(fx["teacher"]), "--ratio", "1e9", "--data-dir", str(fx["glue"]), *FAST]
+    argv = [
+        "compress",
+        "--teacher",
+        str(fx["teacher"]),
+        "--ratio",
+        "1e9",
+        "--data-dir",
+        str(fx["glue"]),
+        *FAST,
+    ]
     assert main([*argv, "--out", str(tmp_path / "a" / "b" / "out")]) == 2
     assert "is out of reach" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

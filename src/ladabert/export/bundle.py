@@ -268,12 +268,11 @@ def export_bundle(
         ExportValidationError: a validation check failed; the message says which and by how much.
     """
     import onnx
-    from transformers import AutoTokenizer
 
     from ladabert.export import rewrites as rw
     from ladabert.export.runner import file_sha256, load_tokenizer
     from ladabert.pipeline.student import load_classifier
-    from ladabert.pipeline.teacher import check_max_length, trained_length
+    from ladabert.pipeline.teacher import check_max_length, load_tokenizer_from, trained_length
     from ladabert.student_config import stock_bert_config
 
     cfg = config or ExportConfig()
@@ -290,7 +289,7 @@ def export_bundle(
         (getattr(mcfg, "ladabert_data", None) or {}).get("validation_file"),
     ]
     with atomic_output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer_from(path)
         tokenizer.model_max_length = max_length  # what the bundle is validated at and predict truncates to
         tokenizer.save_pretrained(str(tmp))
         # A stock BERT config: the graph is what runs, and optimum / OpenVINO read the config without ladabert.

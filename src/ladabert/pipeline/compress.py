@@ -43,6 +43,7 @@ from ladabert.pipeline.teacher import (
     base_model_of,
     check_max_length,
     load_bert_config,
+    load_tokenizer_from,
     resolve_model,
     set_labels,
 )
@@ -319,7 +320,6 @@ def compress(
     Returns:
         The metrics written to ``out/metrics.json``.
     """
-    from transformers import AutoTokenizer
 
     from ladabert.pipeline.student import load_classifier
 
@@ -337,7 +337,7 @@ def compress(
         check_resume(work_dir, resume_settings(config, teacher=str(teacher)))
         attn = {"attn_implementation": "eager"} if config.w_attention > 0 else {}
         teacher_model = load_classifier(path, **attn).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer_from(path)
         tokenizer.model_max_length = config.max_length
         student, metrics = compress_model(
             teacher_model, tokenizer, train_split, dev, config, work_dir, callbacks, teacher_name=str(teacher)

@@ -197,9 +197,8 @@ def densify_dir(
     Raises:
         LadaBertError: not a student directory, or the dense model's logits differ by more than ``atol``.
     """
-    from transformers import AutoTokenizer
 
-    from ladabert.pipeline.teacher import load_bert_config, resolve_model
+    from ladabert.pipeline.teacher import load_bert_config, load_tokenizer_from, resolve_model
     from ladabert.utils import atomic_output_dir, write_json_atomic
 
     path = resolve_model(str(model_dir))
@@ -229,7 +228,7 @@ def densify_dir(
         )
     with atomic_output_dir(out, overwrite=overwrite, inputs=[path]) as tmp:
         dense.save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(path).save_pretrained(str(tmp))
+        load_tokenizer_from(path).save_pretrained(str(tmp))
         info = {
             "source": str(path),
             "max_abs_diff": diff,

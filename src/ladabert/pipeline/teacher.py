@@ -109,6 +109,20 @@ def load_bert_config(model: str, **kwargs: Any) -> Any:
     return config
 
 
+def load_tokenizer_from(path: str) -> Any:
+    """The tokenizer saved with a model, or one line saying its files are damaged."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # tokenizers and transformers raise several types for unreadable files
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+        raise LadaBertError(
+            f"cannot load the tokenizer in {path} ({first[:160]}); its tokenizer files are damaged or missing: "
+            "write the model again, or copy the tokenizer files of its base model into it"
+        ) from None
+
+
 def trained_length(path: str, model_config: Any, fallback: int = 128) -> int:
     """The sequence length a model written by ladabert was trained at (its ``metrics.json``), within its
     position embeddings; ``fallback`` for other models."""
@@ -178,7 +192,7 @@ def finetune(
         The metrics written to ``out/metrics.json``.
     """
     from accelerate import PartialState
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
+    from transformers import AutoModelForSequenceClassification, Trainer
 
     model_path = resolve_model(config.model)
     task, train_split, dev = load_task_data(config, data_dir)
@@ -189,7 +203,7 @@ def finetune(
     steps = training_steps(config, len(train_split), PartialState().num_processes)
     with output_lock(out):
         check_resume(work_dir, resume_settings(config, max_steps=steps))
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = load_tokenizer_from(model_path)
         tokenizer.model_max_length = config.max_length  # what the model was trained and is scored at
         set_labels(model_config, task, DataFiles.from_config(config))
         model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
@@ -279,7 +293,6 @@ def evaluate(
     """Evaluate a saved sequence classifier (a teacher, a student, or any HF BERT classifier) on a GLUE
     task's dev set or a validation file (default: the data the model records, else its GLUE task), at
     ``max_length`` tokens (default: the length it was trained at)."""
-    from transformers import AutoTokenizer
 
     from ladabert.pipeline.student import load_classifier
 
@@ -290,7 +303,7 @@ def evaluate(
     t, dev = validation_data(
         cfg, path, task, validation_file, text_columns, label_column, data_dir, max_samples
     )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer_from(path)
     model = load_classifier(path).eval()
     return evaluate_module(model, tokenizer, t, max_length=max_length, batch_size=batch_size, dev=dev)
 
