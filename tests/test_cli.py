@@ -79,50 +79,33 @@ def test_finetune_then_eval_through_the_cli(tmp_path, tiny_bert_dir, synthetic_g
 
 
 def test_run_goes_end_to_end_on_a_tiny_model(tmp_path, tiny_bert_dir, synthetic_glue, capsys):
-    rc = main(
-        [
-            "run",
-            "--quick",
-            "--out",
-            str(tmp_path / "run"),
-            "--model",
-            str(tiny_bert_dir),
-            "--data-dir",
-            str(synthetic_glue),
-            "--max-length",
-            "32",
-            "--compress-max-steps",
-            "20",
-            "--ratio",
-            "3",
-        ]
-    )
+    argv = [
+        "run",
+        "--quick",
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        str(tiny_bert_dir),
+        "--data-dir",
+        str(synthetic_glue),
+        "--max-length",
+        "32",
+        "--compress-max-steps",
+        "20",
+        "--ratio",
+        "3",
+    ]
+    rc = main(argv)
     out = capsys.readouterr().out
     assert rc == 0, out
     assert (
         "[4/4] predict" in out and (tmp_path / "run" / "student-3x-onnx" / "model_quantized.onnx").is_file()
     )
-    # A second run reuses every stage.
-    assert (
-        main(
-            [
-                "run",
-                "--quick",
-                "--out",
-                str(tmp_path / "run"),
-                "--model",
-                str(tiny_bert_dir),
-                "--data-dir",
-                str(synthetic_glue),
-                "--max-length",
-                "32",
-                "--ratio",
-                "3",
-            ]
-        )
-        == 0
-    )
+    # The same command again reuses every stage; other settings are refused, not silently reused.
+    assert main(argv) == 0
     assert capsys.readouterr().out.count("reusing") == 3
+    assert main([a if a != "20" else "30" for a in argv]) == 2
+    assert "student-3x was made with other settings (max_steps 20 -> 30)" in capsys.readouterr().err
 
 
 def test_every_config_field_has_a_flag_that_reaches_the_config():
