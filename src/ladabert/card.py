@@ -119,7 +119,7 @@ classify("a gripping, beautifully acted film", truncation=True)
 ```
 
 For tools that need a stock BERT: `ladabert densify THIS_DIR --out DENSE_DIR` writes a
-`BertForSequenceClassification` with the factors multiplied back (the same logits to 1e-5).
+`BertForSequenceClassification` with the factors multiplied back (the same logits to 1e-5 of their size).
 
 For serving: `ladabert export THIS_DIR --out BUNDLE` writes a validated ONNX bundle (ONNX Runtime and
 OpenVINO, no torch needed).

@@ -176,7 +176,11 @@ def densify(student: nn.Module) -> BertForSequenceClassification:
     }
     state = {k: v for k, v in student.state_dict().items() if k.rsplit(".", 1)[0] not in compressed}
     for name, mod in compressed.items():
-        state[f"{name}.weight"] = mod.dense_weight()
+        if isinstance(mod, FACTORIZED_LAYERS):  # the product in float64, rounded once
+            u, v = (mod.U * mod.U_mask).double(), (mod.V * mod.V_mask).double()
+            state[f"{name}.weight"] = (u @ v).to(mod.U.dtype)
+        else:
+            state[f"{name}.weight"] = mod.dense_weight()
         if getattr(mod, "bias", None) is not None:
             state[f"{name}.bias"] = mod.bias
     missing, unexpected = dense.load_state_dict(state, strict=False)
@@ -192,16 +196,18 @@ def densify_dir(
     model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False, atol: float = 1e-5
 ) -> dict[str, Any]:
     """Write the student in ``model_dir`` as a stock ``BertForSequenceClassification`` directory at ``out``
-    (with its tokenizer), after checking that both give the same logits to ``atol``.
+    (with its tokenizer), after checking that both give the same logits to ``atol`` times the largest
+    logit (at least 1).
 
     Raises:
         LadaBertError: not a student directory, or the dense model's logits differ by more than ``atol``.
     """
 
     from ladabert.pipeline.teacher import load_bert_config, load_tokenizer_from, resolve_model
-    from ladabert.utils import atomic_output_dir, write_json_atomic
+    from ladabert.utils import atomic_output_dir, check_not_input, write_json_atomic
 
     path = resolve_model(str(model_dir))
+    check_not_input(out, [path])
     if not getattr(load_bert_config(path), "ladabert", None):
         raise LadaBertError(
             f"{path} is not a LadaBERT student (no ladabert section); it is a stock model already"
@@ -214,17 +220,13 @@ def densify_dir(
     mask = torch.ones_like(ids)
     mask[4:, length // 2 :] = 0  # padded rows too
     with torch.inference_mode():
-        diff = float(
-            (
-                dense(input_ids=ids, attention_mask=mask).logits
-                - student(input_ids=ids, attention_mask=mask).logits
-            )
-            .abs()
-            .max()
-        )
-    if not diff <= atol:
+        ref = student(input_ids=ids, attention_mask=mask).logits
+        diff = float((dense(input_ids=ids, attention_mask=mask).logits - ref).abs().max())
+    # fp32 sums in another order differ in the last bits: the bound scales with the logits' size.
+    bound = atol * max(1.0, float(ref.abs().max()))
+    if not diff <= bound:
         raise LadaBertError(
-            f"densified model differs from the student by {diff:.3g} > {atol:g}; nothing was written"
+            f"densified model differs from the student by {diff:.3g} > {bound:.3g}; nothing was written"
         )
     with atomic_output_dir(out, overwrite=overwrite, inputs=[path]) as tmp:
         dense.save_pretrained(str(tmp))
@@ -233,6 +235,7 @@ def densify_dir(
             "source": str(path),
             "max_abs_diff": diff,
             "atol": atol,
+            "bound": bound,
             "check": "8 random sequences of 64 tokens",
         }
         write_json_atomic(tmp / "densify.json", info)
