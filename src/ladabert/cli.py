@@ -480,7 +480,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             ecfg.precisions = ("fp32",)
             bm = export_bundle(student_dir, bundle, ecfg, data_dir=args.data_dir)
     _print_bundle(bm, str(bundle))
-    texts, pairs = (RUN_EXAMPLES, None) if bm["task"] == "sst2" else _first_examples(bm, args.data_dir)
+    texts, pairs = (
+        (RUN_EXAMPLES, None) if bm["task"] == "sst2" else _first_examples(student_dir, args.data_dir)
+    )
     precision = "int8" if "int8" in bm["files"] else "fp32"
     print(f"[4/4] predict (ONNX Runtime, {precision}, no torch needed):")
     clf = OnnxClassifier(bundle, precision=precision)
@@ -492,24 +494,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 RUN_EXAMPLES = ["a gripping , beautifully acted film", "a dull , lifeless mess"]
 
 
-def _first_examples(bundle_meta: dict, data_dir: str | None) -> tuple[list[str], list[str] | None]:
-    """The first two validation examples of the bundle's data, for the run's closing demo."""
-    from ladabert.pipeline.data import load_glue
-    from ladabert.pipeline.files import DataFiles, load_files
+def _first_examples(student_dir: Path, data_dir: str | None) -> tuple[list[str], list[str] | None]:
+    """The first two validation examples of the student's data, for the run's closing demo."""
+    from ladabert.pipeline.teacher import load_bert_config, validation_data
 
-    recorded = bundle_meta.get("data") or {}
-    if recorded.get("validation_file"):
-        files = DataFiles(
-            None,
-            recorded["validation_file"],
-            tuple(recorded.get("text_columns") or ()),
-            recorded.get("label_column"),
-        )
-        dev = load_files(files, label_names=tuple(bundle_meta["labels"]) or None, splits=("dev",))[2]
-    else:
-        dev = load_glue(bundle_meta["task"], "dev", data_dir)
-    first = dev.texts[:2]
-    return [t[0] for t in first], ([t[1] for t in first] if len(first[0]) > 1 else None)
+    _, dev = validation_data(
+        load_bert_config(str(student_dir)), str(student_dir), data_dir=data_dir, max_samples=2
+    )
+    return [t[0] for t in dev.texts], ([t[1] for t in dev.texts] if len(dev.texts[0]) > 1 else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,8 +139,8 @@ _MIXED_HELP = "bf16 autocast in training: auto uses it on bf16 GPUs and AMX/AVX5
 
 
 @dataclass
-class FinetuneConfig(JsonConfig):
-    """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the results tables)."""
+class TrainingData:
+    """The data fields that fine-tuning and compression share: a GLUE task, or a user's files."""
 
     task: str = _f(
         "sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb (unused with --train-file)"
@@ -156,6 +156,12 @@ class FinetuneConfig(JsonConfig):
         aliases=("--text-column",),
     )
     label_column: str | None = _f(None, "label column of the data files (default: label)")
+
+
+@dataclass
+class FinetuneConfig(TrainingData, JsonConfig):
+    """Settings of teacher fine-tuning (defaults: the SST-2 teacher of the results tables)."""
+
     model: str | None = _f(None, "base checkpoint: local directory or hub id (default: all-MiniLM-L6-v2)")
     max_length: int = _f(128, "max tokens per example")
     epochs: float = _f(2.0, "training epochs (ignored when --max-steps > 0)")
@@ -202,23 +208,9 @@ class FinetuneConfig(JsonConfig):
 
 
 @dataclass
-class CompressConfig(JsonConfig):
+class CompressConfig(TrainingData, JsonConfig):
     """Settings of one compression run (defaults: the SST-2 students of the results tables)."""
 
-    task: str = _f(
-        "sst2", "GLUE task: sst2 mrpc qnli rte qqp mnli mnli-mm cola stsb (unused with --train-file)"
-    )
-    train_file: str | None = _f(
-        None, "your own training data: csv, tsv, json/jsonl or parquet (instead of --task)"
-    )
-    validation_file: str | None = _f(None, "your own labelled evaluation data, same columns as --train-file")
-    text_columns: tuple[str, ...] = _f(
-        (),
-        "text column(s) of the data files: one, or two for pairs (default: sentence1 sentence2, text, "
-        "or sentence)",
-        aliases=("--text-column",),
-    )
-    label_column: str | None = _f(None, "label column of the data files (default: label)")
     ratio: float = _f(5.0, "target compression ratio (teacher params / student non-zero params)")
     method: str = _f("hybrid", "hybrid (SVD + pruning), svd, prune, or distill-only", choices=METHODS)
     pattern: str = _f("unstructured", "pruning pattern of the factors", choices=PATTERNS)

@@ -290,10 +290,6 @@ def _label_kind(values: list[Any]) -> str:
     return "str"
 
 
-def _name(value: Any) -> str:
-    return str(value)
-
-
 def _task(name: str, text_cols: tuple[str, ...], label: str, names: tuple[str, ...] | None) -> GlueTask:
     if names is None:
         metrics: tuple[str, ...] = ("pearson", "spearmanr")
@@ -316,12 +312,12 @@ def _encode(
     index = {n: i for i, n in enumerate(names)}
     out = []
     for lineno, v in labels:
-        if _name(v) not in index:
+        if str(v) not in index:
             raise LadaBertError(
-                f"{path}:{lineno}: label {_name(v)!r} does not occur in {known_from} (labels: "
+                f"{path}:{lineno}: label {str(v)!r} does not occur in {known_from} (labels: "
                 f"{', '.join(names)}); fix the label or add training examples of it"
             )
-        out.append(index[_name(v)])
+        out.append(index[str(v)])
     return np.asarray(out, dtype=np.int64)
 
 
@@ -331,9 +327,7 @@ def label_names_from(values: list[Any], path: Path) -> tuple[str, ...] | None:
     if kind == "float":
         return None
     # Integers sort as numbers (2 before 10); anything else as text.
-    distinct = (
-        [_name(v) for v in sorted(set(values))] if kind == "int" else sorted({_name(v) for v in values})
-    )
+    distinct = [str(v) for v in sorted(set(values))] if kind == "int" else sorted({str(v) for v in values})
     if len(distinct) < 2:
         raise LadaBertError(
             f"{path}: every example has the label {distinct[0]!r}; a classifier needs at least two "

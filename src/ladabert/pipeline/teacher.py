@@ -17,6 +17,7 @@ instead of a couple of hundred; ``--max-steps`` overrides both (see :func:`train
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -126,8 +127,6 @@ def load_tokenizer_from(path: str) -> Any:
 def trained_length(path: str, model_config: Any, fallback: int = 128) -> int:
     """The sequence length a model written by ladabert was trained at (its ``metrics.json``), within its
     position embeddings; ``fallback`` for other models."""
-    import json
-
     try:
         value = json.loads((Path(path) / "metrics.json").read_text())["config"]["max_length"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -258,8 +257,6 @@ def finetune(
 
 def base_model_of(model_dir: str | os.PathLike) -> str:
     """The checkpoint a fine-tuned model started from (its ``metrics.json``), else the directory itself."""
-    import json
-
     m = Path(model_dir) / "metrics.json"
     try:
         return json.loads(m.read_text()).get("model") or str(model_dir)
@@ -321,7 +318,8 @@ def validation_data(
     """The task and labelled examples a saved model is judged on: ``validation_file`` (read with the
     model's label names), else the GLUE ``task``, else the validation file or GLUE task the model was
     trained on."""
-    from types import SimpleNamespace
+    from ladabert.pipeline.data import load_glue
+    from ladabert.pipeline.files import load_files
 
     recorded = getattr(model_config, "ladabert_data", None) or {}
     if validation_file is None and task is None and recorded.get("validation_file"):
@@ -329,31 +327,19 @@ def validation_data(
         text_columns = text_columns or tuple(recorded.get("text_columns") or ())
         label_column = label_column or recorded.get("label_column")
     if validation_file is not None:
-        spec = SimpleNamespace(
-            train_file=None,
-            validation_file=validation_file,
-            text_columns=text_columns,
-            label_column=label_column,
-            max_eval_samples=max_samples,
+        files = DataFiles(None, validation_file, tuple(text_columns), label_column)
+        name = getattr(model_config, "finetuning_task", None)
+        t, _, dev = load_files(files, model_label_names(model_config), ("dev",), name)
+        return t, dev.subset(max_samples)
+    name = task or getattr(model_config, "finetuning_task", None)
+    if not name:
+        raise LadaBertError(
+            f"{path} does not record its task; pass --task (a GLUE task) or --validation-file"
         )
-        t, _, dev = load_task_data(
-            spec,
-            label_names=model_label_names(model_config),
-            splits=("dev",),
-            name=getattr(model_config, "finetuning_task", None),
+    t = get_task(name)
+    if model_config.num_labels != t.num_labels:
+        raise LadaBertError(
+            f"{path} has {model_config.num_labels} label(s) but {t.name} has {t.num_labels}; pass --task "
+            "or --validation-file with the model's data"
         )
-    else:
-        name = task or getattr(model_config, "finetuning_task", None)
-        if not name:
-            raise LadaBertError(
-                f"{path} does not record its task; pass --task (a GLUE task) or --validation-file"
-            )
-        t = get_task(name)
-        if model_config.num_labels != t.num_labels:
-            raise LadaBertError(
-                f"{path} has {model_config.num_labels} label(s) but {t.name} has {t.num_labels}; pass --task "
-                "or --validation-file with the model's data"
-            )
-        spec = SimpleNamespace(task=t.name, max_eval_samples=max_samples)
-        _, _, dev = load_task_data(spec, data_dir, splits=("dev",))
-    return dev.task, dev
+    return t, load_glue(t, "dev", data_dir, max_samples)
