@@ -9,6 +9,7 @@ The user's verbs and types (imports are lazy, so ``import ladabert`` is cheap)::
     L.export("runs/student", "runs/student-onnx")                             # a validated ONNX bundle
     L.OnnxClassifier("runs/student-onnx").predict(["a gripping film"])        # serving, no torch
     L.benchmark(L.BenchConfig.preset("quick"))                                # latency vs BERT-base
+    L.gate(L.GateConfig(reference="runs/prod-onnx", candidates=("runs/student-onnx",)))  # CI: slower?
 
 In memory: ``L.compress_model(teacher, tokenizer, train, dev, config)`` returns the student module, and
 ``L.build_student(teacher, config)`` builds the student's shapes without training.
@@ -29,6 +30,7 @@ _LAZY = {
     "build_student": "ladabert.pipeline.build",
     "export": "ladabert.export",  # the callable package (see its docstring)
     "benchmark": "ladabert.bench.latency",
+    "gate": "ladabert.bench.gate",
     "load_glue": "ladabert.pipeline.data",
     "get_task": "ladabert.pipeline.data",
     "load_classifier": "ladabert.pipeline.student",
@@ -39,6 +41,7 @@ _LAZY = {
     "CompressConfig": "ladabert.config",
     "ExportConfig": "ladabert.config",
     "BenchConfig": "ladabert.config",
+    "GateConfig": "ladabert.config",
     "LadaBertForSequenceClassification": "ladabert.pipeline.student",
     "OnnxClassifier": "ladabert.export.runner",
     "LadaBertError": "ladabert.errors",

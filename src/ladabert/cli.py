@@ -1,4 +1,4 @@
-"""The ``ladabert`` command: finetune, compress, eval, export, densify, bench, predict, run.
+"""The ``ladabert`` command: finetune, compress, eval, export, densify, bench, gate, predict, run.
 
 The CLI only parses arguments, builds a config and calls the Python API. Its flags are generated from the
 config dataclasses (:mod:`ladabert.config`), so help and defaults live in one place; heavy libraries are
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ladabert.cli_args import add_config_args, config_overrides
-from ladabert.config import BenchConfig, CompressConfig, ExportConfig, FinetuneConfig
+from ladabert.config import BenchConfig, CompressConfig, ExportConfig, FinetuneConfig, GateConfig
 
 # Fields that ``ladabert run`` passes to both fine-tuning and compression from one flag (the run's data and
 # cadence); the other fields the two configs share get a ``--compress-`` prefix for the compression stage.
@@ -106,15 +106,6 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
-    p = sub.add_parser("bench", help="latency of BERT-base-shaped students and bundles against BERT-base")
-    add_config_args(p, BenchConfig)
-    p.add_argument(
-        "--quick", action="store_true", help="the quick preset: batch 1 and 8, sequence 128, 20 rounds"
-    )
-    p.add_argument(
-        "--out", default="runs/bench.json", help="JSON file for the rows (default runs/bench.json)"
-    )
-
     p = sub.add_parser("eval", help="evaluate a saved model on a GLUE dev set or a validation file")
     p.add_argument("model_dir")
     add_config_args(p, ExportConfig, only=EXPORT_SHARED)
@@ -136,6 +127,27 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_measuring_subcommands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency of BERT-base-shaped students and bundles against BERT-base")
+    add_config_args(p, BenchConfig)
+    p.add_argument(
+        "--quick", action="store_true", help="the quick preset: batch 1 and 8, sequence 128, 20 rounds"
+    )
+    p.add_argument(
+        "--out", default="runs/bench.json", help="JSON file for the rows (default runs/bench.json)"
+    )
+
+    p = sub.add_parser(
+        "gate",
+        help="fail CI when a candidate model is slower than its reference (exit 0 pass, 1 regression, "
+        "3 inconclusive)",
+    )
+    add_config_args(p, GateConfig)
+    p.add_argument("--json", default=None, help="write the full record (settings, checks, machine) here")
+    p.add_argument("--junit", default=None, help="write JUnit XML here (a regression is a failed test)")
+    p.add_argument("--markdown", default=None, help="write a markdown summary here (a PR comment)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladabert",
@@ -143,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and export it to fast ONNX.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    _add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_subcommands(sub)
+    _add_measuring_subcommands(sub)
     return parser
 
 
@@ -229,6 +243,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     print(f"-> {Path(args.out).absolute()}")
     return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from ladabert.bench import gate_report
+    from ladabert.bench.gate import gate
+    from ladabert.utils import check_not_input, write_json_atomic, write_text_atomic
+
+    cfg = GateConfig.preset("default", **config_overrides(args, GateConfig))
+    outputs = [o for o in (args.json, args.junit, args.markdown, cfg.save_baseline) if o]
+    for o in outputs:
+        check_not_input(o, [cfg.reference, cfg.baseline, *cfg.candidates], "an output file")
+    res = gate(cfg)
+    if cfg.save_baseline:
+        print(f"baseline of {cfg.reference} ({res['rounds']} rounds) -> {Path(cfg.save_baseline).absolute()}")
+    if res["checks"]:
+        print(gate_report.table(res))
+    if args.json:
+        write_json_atomic(args.json, res)
+    if args.junit:
+        write_text_atomic(args.junit, gate_report.junit(res))
+    if args.markdown:
+        write_text_atomic(args.markdown, gate_report.markdown(res))
+    return res["exit_code"]
 
 
 def _print_student(m: dict, out: str) -> None:
@@ -526,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": cmd_predict,
         "densify": cmd_densify,
         "bench": cmd_bench,
+        "gate": cmd_gate,
     }[args.command]
     try:
         return handler(args)

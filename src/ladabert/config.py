@@ -444,3 +444,81 @@ class BenchConfig(JsonConfig):
     @property
     def narrow_keep(self) -> tuple[float, float] | None:
         return (self.narrow_keep_heads, self.narrow_keep_ffn) if self.narrow else None
+
+
+GATE_BACKENDS = ("ort-fp32", "ort-int8", "openvino-f32", "openvino-bf16", "openvino-int8")
+
+
+@dataclass
+class GateConfig(JsonConfig):
+    """Settings of ``ladabert gate``: is a candidate slower than its reference, decided with confidence.
+
+    A model is named by a bundle directory (``ladabert export``), a directory with ``model.onnx`` and
+    ``config.json`` (e.g. an optimum export), a model directory (a teacher or student; needs
+    ``ladabert[train]``), a BERT ``config.json`` (random weights: latency does not depend on values), or one
+    of ``bert-base``, ``student-<R>x``, ``narrow-<R>x`` (this project's BERT-base-shaped students).
+    """
+
+    reference: str | None = _f(None, "the model candidates are compared with (e.g. the bundle in production)")
+    candidates: tuple[str, ...] = _f((), "models under test", aliases=("--candidate",))
+    backends: tuple[str, ...] = _f(
+        ("ort-fp32",), "backends, each compared with itself", choices=GATE_BACKENDS
+    )
+    batches: tuple[int, ...] = _f((1,), "batch sizes")
+    seqs: tuple[int, ...] = _f((128,), "sequence lengths")
+    threads: int = _f(2, "intra-op threads of every runtime (fixed, recorded in the fingerprint)")
+    max_slowdown: float = _f(0.05, "fail when the candidate is slower than the reference by more than this")
+    min_speedup: float | None = _f(
+        None, "instead of --max-slowdown: fail when the candidate is not this many times faster"
+    )
+    confidence: float = _f(0.95, "confidence of every decision, over all of its looks at the data")
+    budget_s: float = _f(120.0, "seconds of timing after which undecided checks are inconclusive")
+    min_rounds: int = _f(20, "rounds before the first look at the data")
+    max_rounds: int = _f(5000, "rounds after which undecided checks are inconclusive")
+    warmup: int = _f(3, "untimed calls of each model per shape")
+    baseline: str | None = _f(None, "a stored baseline (from --save-baseline) to use instead of --reference")
+    save_baseline: str | None = _f(None, "write the reference's samples and this machine's fingerprint here")
+    baseline_rounds: int = _f(300, "rounds of the reference alone when --save-baseline has no candidate")
+    seed: int = _f(0, "seed of the random input ids")
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "backends", "batches", "seqs"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if (self.reference is None) == (self.baseline is None):
+            raise ValueError(
+                "give exactly one of reference (a model measured now) and baseline (a stored one)"
+            )
+        if not self.candidates and not self.save_baseline:
+            raise ValueError(
+                "candidates needs at least one model (or give save_baseline to store the reference)"
+            )
+        if self.save_baseline and self.baseline:
+            raise ValueError(
+                "save_baseline stores a reference measured now; it cannot be combined with baseline"
+            )
+        if not self.backends:
+            raise ValueError("backends needs at least one value")
+        for b in self.backends:
+            check_choice("backends", b, GATE_BACKENDS)
+        for name, values, hi in (("batches", self.batches, None), ("seqs", self.seqs, 512)):
+            if not values:
+                raise ValueError(f"{name} needs at least one value")
+            for v in values:
+                check_range(name, v, 1, hi)
+        for name in ("threads", "baseline_rounds"):
+            check_range(name, getattr(self, name), 1)
+        check_range("min_rounds", self.min_rounds, 5)
+        check_range("max_rounds", self.max_rounds, self.min_rounds)
+        check_range("warmup", self.warmup, 0)
+        check_range("max_slowdown", self.max_slowdown, 0, 10)
+        if self.min_speedup is not None:
+            check_range("min_speedup", self.min_speedup, 0, lo_open=True)
+        check_range("confidence", self.confidence, 0.5, 1, lo_open=True)
+        if self.confidence >= 1:
+            raise ValueError(f"confidence must be < 1, got {self.confidence!r}")
+        check_range("budget_s", self.budget_s, 1)
+
+    @property
+    def limit(self) -> float:
+        """The largest acceptable candidate / reference ratio of median latencies."""
+        return 1 / self.min_speedup if self.min_speedup is not None else 1 + self.max_slowdown

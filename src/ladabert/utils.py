@@ -120,14 +120,19 @@ def atomic_output_dir(
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as indented JSON through a temporary file and a rename."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` through a temporary file and a rename, so that no reader sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON through a temporary file and a rename."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

@@ -113,6 +113,30 @@ def random_feeds(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, n
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
+def calibration_feeds(vocab: int) -> list[dict[str, np.ndarray]]:
+    """The 32 random sequences NNCF calibrates OpenVINO int8 on (values do not change latency)."""
+    return [random_feeds(1, 128, vocab, seed=i) for i in range(32)]
+
+
+def onnx_runner(
+    paths: dict[str, Path],
+    backend: str,
+    threads: int,
+    calib: list[dict[str, np.ndarray]],
+    openvino_static: bool = True,
+) -> Callable:
+    """One ONNX-based backend of a model whose ``fp32`` (and ``int8``) ONNX files are ``paths``: ORT reads
+    the file of its precision, OpenVINO reads the fp32 file and applies its own precision."""
+    if backend in ("ort-fp32", "ort-int8"):
+        precision = backend.split("-")[1]
+        if precision not in paths:
+            raise LadaBertError(f"{paths['fp32'].parent} has no {precision} ONNX file; leave out {backend}")
+        return ort_runner(paths[precision], threads, spinning=False)
+    if backend.startswith("openvino-"):
+        return openvino_runner(paths["fp32"], threads, backend.split("-")[1], calib, openvino_static)
+    raise ValueError(f"{backend} is not an ONNX backend")
+
+
 def _torch_runner(model: Any, dtype: str, threads: int) -> Callable:
     import torch
 
@@ -144,25 +168,14 @@ def model_runners(
         if any(not b.startswith("pytorch") for b in backends)
         else {}
     )
-    calib = [random_feeds(1, 128, vocab, seed=i) for i in range(32)]
+    calib = calibration_feeds(vocab)
     for b in backends:
         if b == "pytorch-fp32":
             runners.append(Runner(name, ratio, b, _torch_runner(model, "fp32", threads)))
         elif b == "pytorch-bf16":
             runners.append(Runner(name, ratio, b, _torch_runner(model, "bf16", threads)))
-        elif b == "ort-fp32":
-            runners.append(Runner(name, ratio, b, ort_runner(paths["fp32"], threads, spinning=False)))
-        elif b == "ort-int8":
-            runners.append(Runner(name, ratio, b, ort_runner(paths["int8"], threads, spinning=False)))
-        elif b.startswith("openvino-"):
-            runners.append(
-                Runner(
-                    name,
-                    ratio,
-                    b,
-                    openvino_runner(paths["fp32"], threads, b.split("-")[1], calib, openvino_static),
-                )
-            )
+        else:
+            runners.append(Runner(name, ratio, b, onnx_runner(paths, b, threads, calib, openvino_static)))
     return runners
 
 
@@ -177,27 +190,13 @@ def bundle_runners(
     ratio = float(meta.get("ratio") or 1.0)
     files = meta["files"]
     vocab = json.loads((bundle / "config.json").read_text())["vocab_size"]
-    calib = [random_feeds(1, 128, vocab, seed=i) for i in range(32)]
-    runners = []
-    for b in backends:
-        if b == "ort-fp32":
-            runners.append(
-                Runner(name, ratio, b, ort_runner(bundle / files["fp32"], threads, spinning=False))
-            )
-        elif b == "ort-int8" and "int8" in files:
-            runners.append(
-                Runner(name, ratio, b, ort_runner(bundle / files["int8"], threads, spinning=False))
-            )
-        elif b.startswith("openvino-"):
-            runners.append(
-                Runner(
-                    name,
-                    ratio,
-                    b,
-                    openvino_runner(bundle / files["fp32"], threads, b.split("-")[1], calib, openvino_static),
-                )
-            )
-    return runners
+    paths = {p: bundle / f for p, f in files.items() if p in ("fp32", "int8")}
+    calib = calibration_feeds(vocab)
+    return [
+        Runner(name, ratio, b, onnx_runner(paths, b, threads, calib, openvino_static))
+        for b in backends
+        if not b.startswith("pytorch") and (b != "ort-int8" or "int8" in paths)
+    ]
 
 
 def measure(

@@ -1,0 +1,379 @@
+"""The throughput gate: is a candidate model slower than its reference, decided with stated confidence.
+
+    ladabert gate --reference runs/prod-onnx --candidate runs/new-onnx --max-slowdown 0.05
+    ladabert gate --reference bert-base --candidate student-10x --min-speedup 2.5
+    ladabert gate --reference runs/prod-onnx --save-baseline gate-baseline.json   # store the reference
+    ladabert gate --baseline gate-baseline.json --candidate runs/new-onnx         # compare with it later
+
+Python: ``ladabert.gate(GateConfig(reference=..., candidates=(...,)))``.
+
+Every (candidate, backend, batch, sequence) is one *check* against the reference on the same backend and
+shape. Both sides run in this process, interleaved round by round (the order reversed every other round),
+with the thread count fixed, so that the machine's speed and its slow spells hit both alike: the ratio
+means the same on every CPU, and no stored number is needed. After ``min_rounds`` and then at every 50%
+more rounds the gate computes each pending check's interval on ``median(candidate) / median(reference)``
+(:mod:`ladabert.bench.stats`) and decides it: *regression* when the interval lies above the limit
+(``1 + max_slowdown``, or ``1 / min_speedup``), *pass* when it lies below. Decided checks stop running;
+checks still open when ``budget_s`` or ``max_rounds`` runs out are *inconclusive*, reported with their
+interval and about how many rounds would decide them. Exit status: 0 pass, 1 regression, 2 usage error,
+3 inconclusive.
+
+A stored baseline (``--save-baseline``) keeps the reference's samples with this machine's fingerprint
+(CPU model, ISA flags, cores, threads, runtime versions); it is compared only where the fingerprint
+matches, and refused in one line, with the command that re-baselines, anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ladabert.bench import stats
+from ladabert.bench.latency import calibration_feeds, onnx_runner, random_feeds
+from ladabert.config import GateConfig
+from ladabert.errors import LadaBertError
+
+BASELINE_KIND = "ladabert-gate-baseline"
+EXIT_CODES = {"pass": 0, "regression": 1, "inconclusive": 3}
+_ZOO = re.compile(r"^(bert-base|(student|narrow)-(\d+(?:\.\d+)?)x)$")
+SPEC_HELP = (
+    "a bundle directory (ladabert export), a directory with model.onnx and config.json, a model directory, "
+    "a BERT config .json, or one of bert-base, student-<R>x, narrow-<R>x"
+)
+
+
+@dataclass
+class Timer:
+    """One model on one backend at one shape, and its timed calls in milliseconds."""
+
+    role: str
+    model: str
+    backend: str
+    shape: tuple[int, int]
+    run: Callable[[dict[str, np.ndarray]], Any] | None
+    times: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Check:
+    candidate: Timer
+    reference: Timer
+    outcome: str | None = None
+    interval: stats.Interval | None = None
+    decided_at_s: float | None = None
+    rounds_to_decide: int | None = None
+
+
+def _torch_model_files(spec: str, workdir: Path, name: str) -> tuple[dict[str, Path], int]:
+    """ONNX files of a model built by PyTorch (a model directory, a BERT config, or a zoo name)."""
+    try:
+        import torch
+        from transformers import BertConfig, BertForSequenceClassification
+    except ImportError:
+        raise LadaBertError(
+            f"measuring {spec} exports it from PyTorch, which needs pip install 'ladabert[train]'; "
+            "or name an exported bundle instead"
+        ) from None
+    from ladabert.bench.latency import NARROW_DEFAULT, bert_base_students, export_graphs
+
+    path, zoo = Path(spec), _ZOO.match(spec)
+    torch.manual_seed(0)
+    if path.is_dir():
+        from ladabert.pipeline.student import load_classifier
+
+        model = load_classifier(path).eval()
+    elif path.is_file():
+        try:
+            config = BertConfig.from_json_file(str(path))
+        except (OSError, ValueError) as exc:
+            raise LadaBertError(f"{spec} is not a readable BERT config.json ({exc}); {SPEC_HELP}") from None
+        model = BertForSequenceClassification(config).eval()
+    elif zoo and zoo.group(1) == "bert-base":
+        model = bert_base_students([])["bert-base"][1]
+    elif zoo:
+        narrow = NARROW_DEFAULT if zoo.group(2) == "narrow" else None
+        models = bert_base_students([float(zoo.group(3))], narrow=narrow)
+        if spec not in models:
+            raise LadaBertError(f"{spec}: removing the heads and FFN neurons alone exceeds that ratio")
+        model = models[spec][1]
+    else:
+        raise LadaBertError(f"{spec} does not exist; name {SPEC_HELP}")
+    return export_graphs(model, workdir, name), model.config.vocab_size
+
+
+def model_files(spec: str, workdir: Path, name: str) -> tuple[dict[str, Path], int]:
+    """``({"fp32": path, "int8": path?}, vocab size)`` of the model that ``spec`` names."""
+    path = Path(spec)
+    if path.is_dir() and (path / "ladabert.json").is_file():
+        from ladabert.export.bundle import bundle_summary
+
+        meta = bundle_summary(path)
+        paths = {p: path / f for p, f in meta["files"].items() if p in ("fp32", "int8")}
+    elif path.is_dir() and (path / "model.onnx").is_file():
+        paths = {"fp32": path / "model.onnx"}
+        if (path / "model_quantized.onnx").is_file():
+            paths["int8"] = path / "model_quantized.onnx"
+    else:
+        return _torch_model_files(spec, workdir, name)
+    try:
+        vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LadaBertError(
+            f"{path} needs a config.json with vocab_size beside its ONNX file (the input ids are drawn below it)"
+        ) from None
+    return paths, vocab
+
+
+def machine_fingerprint(threads: int) -> dict[str, Any]:
+    """What makes latency ratios comparable: CPU model, ISA flags, cores, threads and runtime versions."""
+    from importlib import metadata
+
+    from ladabert.utils import cpu_info
+
+    info = cpu_info()
+    out = {"cpu": info["cpu"], "cores": info["cores"], "flags": info["flags"], "threads": threads}
+    for lib in ("onnxruntime", "openvino"):
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def _shape_key(backend: str, shape: tuple[int, int]) -> str:
+    return f"{backend} b{shape[0]} s{shape[1]}"
+
+
+def load_baseline(cfg: GateConfig) -> dict[str, Any]:
+    """The stored baseline of ``cfg.baseline``, refused in one line unless this machine matches it."""
+    path = Path(cfg.baseline or "")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("kind") != BASELINE_KIND:
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        raise LadaBertError(
+            f"{path} is not a gate baseline; write one with ladabert gate --reference MODEL --save-baseline {path}"
+        ) from None
+    rebase = f"ladabert gate --reference {data.get('reference')} --save-baseline {path}"
+    here = machine_fingerprint(cfg.threads)
+    stored = data.get("fingerprint", {})
+    diff = [f"{k} {stored.get(k)!r} there, {here[k]!r} here" for k in here if stored.get(k) != here[k]]
+    if diff:
+        raise LadaBertError(
+            f"baseline {path} was measured on another machine or setup ({'; '.join(diff)}); it is not "
+            f"compared here: re-baseline on this machine with `{rebase}`, or compare in one run with --reference"
+        )
+    missing = [
+        _shape_key(b, (n, s))
+        for b in cfg.backends
+        for n in cfg.batches
+        for s in cfg.seqs
+        if _shape_key(b, (n, s)) not in data.get("samples", {})
+    ]
+    if missing:
+        raise LadaBertError(
+            f"baseline {path} has no samples for {', '.join(missing)}; re-baseline with `{rebase}` and the "
+            "same --backends, --batches and --seqs"
+        )
+    return data
+
+
+def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Check], int]:
+    """Timers of the reference (unless stored) and of every candidate, the checks pairing them, and the
+    smallest vocabulary among the models (the input ids are drawn below it)."""
+    shapes = [(n, s) for n in cfg.batches for s in cfg.seqs]
+    roles = [("candidate", c) for c in cfg.candidates]
+    stored = load_baseline(cfg) if cfg.baseline else None
+    if stored is None:
+        roles.insert(0, ("reference", cfg.reference or ""))
+    built, vocabs, timers = {}, [], []
+    for i, (role, spec) in enumerate(roles):
+        if spec not in built:
+            built[spec] = model_files(spec, workdir, f"model{i}")
+        paths, vocab = built[spec]
+        vocabs.append(vocab)
+        calib = calibration_feeds(vocab) if "openvino-int8" in cfg.backends else []
+        for b in cfg.backends:
+            run = onnx_runner(paths, b, cfg.threads, calib)  # each role its own session, even for one file
+            timers += [Timer(role, spec, b, shape, run) for shape in shapes]
+    refs: dict[tuple[str, tuple[int, int]], Timer] = {}
+    if stored is None:
+        refs = {(t.backend, t.shape): t for t in timers if t.role == "reference"}
+    else:
+        for b in cfg.backends:
+            for shape in shapes:
+                t = Timer("reference", stored["reference"], b, shape, None)
+                t.times = [float(x) for x in stored["samples"][_shape_key(b, shape)]]
+                refs[(b, shape)] = t
+    checks = [Check(t, refs[(t.backend, t.shape)]) for t in timers if t.role == "candidate"]
+    return timers, checks, min(vocabs)
+
+
+def _look(checks: list[Check], cfg: GateConfig, z: float, elapsed: float, final: bool) -> None:
+    for c in checks:
+        if c.outcome is not None:
+            continue
+        c.interval = stats.ratio_interval(
+            c.candidate.times, c.reference.times, z, paired=cfg.baseline is None
+        )
+        c.outcome = stats.decide(c.interval, cfg.limit)
+        if c.outcome is not None:
+            c.decided_at_s = elapsed
+        elif final:
+            c.outcome = "inconclusive"
+            c.rounds_to_decide = stats.rounds_to_decide(c.interval, cfg.limit, z, len(c.candidate.times))
+
+
+def _run_rounds(
+    timers: list[Timer],
+    checks: list[Check] | None,
+    cfg: GateConfig,
+    feeds: dict[tuple[int, int], dict[str, np.ndarray]],
+    progress: bool,
+) -> tuple[int, float]:
+    """Interleaved rounds until every check is decided or the budget runs out (``checks`` None: exactly
+    ``baseline_rounds`` rounds). Returns the rounds and the seconds they took."""
+    looks = stats.look_points(cfg.min_rounds, cfg.max_rounds)
+    z = stats.z_value(cfg.confidence, len(looks))
+    limit_rounds = cfg.baseline_rounds if checks is None else cfg.max_rounds
+    bar = _progress(progress, limit_rounds)
+    start, rounds = time.perf_counter(), 0
+    while True:
+        pending = {id(t) for c in checks or [] if c.outcome is None for t in (c.candidate, c.reference)}
+        active = [t for t in timers if checks is None or id(t) in pending]
+        for t in active if rounds % 2 == 0 else active[::-1]:  # alternate order: no side is always first
+            t0 = time.perf_counter()
+            t.run(feeds[t.shape])  # type: ignore[misc]
+            t.times.append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
+        elapsed = time.perf_counter() - start
+        if bar is not None:
+            bar.update()
+            if checks is not None:
+                bar.set_postfix(
+                    open=sum(c.outcome is None for c in checks), s=f"{elapsed:.0f}", refresh=False
+                )
+        if checks is None:
+            if rounds >= limit_rounds:
+                break
+            continue
+        out_of_time = elapsed >= cfg.budget_s or rounds >= cfg.max_rounds
+        if rounds in looks or out_of_time:
+            _look(checks, cfg, z, elapsed, final=out_of_time)
+            if all(c.outcome is not None for c in checks):
+                break
+    if bar is not None:
+        bar.close()
+    return rounds, time.perf_counter() - start
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="gate rounds", unit="round", leave=False, mininterval=2.0)
+
+
+def _check_record(c: Check, cfg: GateConfig) -> dict[str, Any]:
+    iv = c.interval
+    return {
+        "candidate": c.candidate.model,
+        "reference": c.reference.model,
+        "backend": c.candidate.backend,
+        "batch": c.candidate.shape[0],
+        "seq": c.candidate.shape[1],
+        "candidate_ms": float(np.median(c.candidate.times)),
+        "reference_ms": float(np.median(c.reference.times)),
+        "ratio": iv.ratio if iv else None,
+        "low": iv.low if iv else None,
+        "high": iv.high if iv else None,
+        "limit": cfg.limit,
+        "outcome": c.outcome,
+        "rounds": len(c.candidate.times),
+        "decided_at_s": c.decided_at_s,
+        "rounds_to_decide": c.rounds_to_decide,
+    }
+
+
+def _write_baseline(cfg: GateConfig, timers: list[Timer], env: dict[str, Any]) -> None:
+    from ladabert.utils import write_json_atomic
+
+    samples = {_shape_key(t.backend, t.shape): t.times for t in timers if t.role == "reference"}
+    write_json_atomic(
+        cfg.save_baseline,
+        {
+            "kind": BASELINE_KIND,
+            "reference": cfg.reference,
+            "fingerprint": machine_fingerprint(cfg.threads),
+            "samples": samples,
+            "settings": cfg.to_dict(),
+            **env,
+        },
+    )
+
+
+def gate(config: GateConfig, progress: bool = True) -> dict[str, Any]:
+    """Measure the candidates against the reference (or a stored baseline) and decide every check.
+
+    Returns a record: ``outcome`` (``pass``, ``regression`` or ``inconclusive``), ``exit_code`` (0, 1, 3),
+    ``checks`` (one per candidate, backend, batch and sequence: medians, ratio, interval, limit, outcome,
+    rounds), ``rounds``, ``setup_s``, ``timing_s``, the settings, the machine fingerprint and environment.
+    With ``save_baseline`` the reference's samples are written there too (``outcome`` is ``saved`` when
+    there was no candidate).
+
+    Raises:
+        LadaBertError: a model that cannot be found or loaded, a backend it lacks, or a stored baseline
+            from another machine (one line, with the fix).
+    """
+    from ladabert.utils import check_writable_dir, run_environment
+
+    if config.save_baseline:
+        check_writable_dir(Path(config.save_baseline).parent or ".", "--save-baseline")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ladabert-gate-") as tmp:
+        timers, checks, vocab = _build_timers(config, Path(tmp))
+        feeds = {
+            (n, s): random_feeds(n, s, vocab, seed=config.seed) for n in config.batches for s in config.seqs
+        }
+        for t in timers:
+            for _ in range(max(config.warmup, 1)):  # at least one untimed call: OpenVINO compiles its shape
+                t.run(feeds[t.shape])  # type: ignore[misc]
+        setup_s = time.perf_counter() - t0
+        rounds, timing_s = _run_rounds(timers, checks or None, config, feeds, progress)
+    env = run_environment()
+    if config.save_baseline:
+        _write_baseline(config, timers, env)
+    outcomes = {c.outcome for c in checks}
+    outcome = (
+        "saved"
+        if not checks
+        else "regression"
+        if "regression" in outcomes
+        else "inconclusive"
+        if "inconclusive" in outcomes
+        else "pass"
+    )
+    return {
+        "outcome": outcome,
+        "exit_code": EXIT_CODES.get(outcome, 0),
+        "checks": [_check_record(c, config) for c in checks],
+        "rounds": rounds,
+        "setup_s": setup_s,
+        "timing_s": timing_s,
+        "looks": stats.look_points(config.min_rounds, config.max_rounds),
+        "settings": config.to_dict(),
+        "fingerprint": machine_fingerprint(config.threads),
+        **env,
+    }
