@@ -79,9 +79,11 @@ def bert_base_students(
     return out
 
 
-def export_graphs(model: Any, workdir: Path, name: str, disable: tuple[str, ...] = ()) -> dict[str, Path]:
-    """fp32 and int8 ONNX files of ``model`` through ladabert's export and rewrites (no task validation:
-    random-weight models have no task; logits are checked against PyTorch instead)."""
+def export_graphs(
+    model: Any, workdir: Path, name: str, disable: tuple[str, ...] = (), int8: bool = True
+) -> dict[str, Path]:
+    """fp32 (and, with ``int8``, int8) ONNX files of ``model`` through ladabert's export and rewrites (no
+    task validation: random-weight models have no task; logits are checked against PyTorch instead)."""
     import onnx
     import torch
 
@@ -92,9 +94,11 @@ def export_graphs(model: Any, workdir: Path, name: str, disable: tuple[str, ...]
     export_onnx(model, raw)
     names = [r for r in rw.REWRITES if r not in disable]
     g = rw.apply_rewrites(onnx.load(str(raw)), names, rw.RewriteSettings.for_model(model.config))
-    paths = {"fp32": workdir / f"{name}.onnx", "int8": workdir / f"{name}-int8.onnx"}
+    paths = {"fp32": workdir / f"{name}.onnx"}
     onnx.save(g, str(paths["fp32"]))
-    onnx.save(rw.quantize_int8(g), str(paths["int8"]))
+    if int8:
+        paths["int8"] = workdir / f"{name}-int8.onnx"
+        onnx.save(rw.quantize_int8(g), str(paths["int8"]))
     raw.unlink()
     feeds = random_feeds(2, 16, model.config.vocab_size, seed=1)
     got = ort_runner(paths["fp32"])(feeds)
