@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import RESULTS, save_results
+from ladabert.config import GateConfig
 
 GRID = tuple(range(1536, 2560 + 1, 64))  # FFN widths; the first is model A
 TARGETS = (0.05, 0.10, 0.20)
@@ -90,13 +91,18 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def run_trials(reference: Path, candidate: Path, trials: int, threads: int) -> list[dict[str, Any]]:
+def run_trials(
+    reference: Path, candidate: Path, trials: int, threads: int, sessions: int
+) -> list[dict[str, Any]]:
     from ladabert import GateConfig, gate
 
     out = []
     for _ in range(trials):
         t0 = time.perf_counter()
-        res = gate(GateConfig(reference=str(reference), candidates=(str(candidate),), threads=threads), False)
+        cfg = GateConfig(
+            reference=str(reference), candidates=(str(candidate),), threads=threads, sessions=sessions
+        )
+        res = gate(cfg, False)
         c = res["checks"][0]
         out.append(
             {
@@ -137,7 +143,7 @@ def render(d: dict[str, Any]) -> str:
         f"Gate power (`benchmarks/results/gate_power.json`; {m['cpu']}, {m['cores']} cores, flags "
         f"{' '.join(m['flags']) or 'none'}; {s['threads']} threads, ORT fp32, batch 1, sequence 128; every decision "
         f"one `ladabert gate` with the defaults: max slowdown {s['max_slowdown']:g}, confidence "
-        f"{s['confidence']:g}, budget {s['budget_s']:g} s; model A: MiniLM-L6-shaped BERT, FFN 1536, random weights, "
+        f"{s['confidence']:g}, budget {s['budget_s']:g} s, {s['sessions']} sessions per model; model A: MiniLM-L6-shaped BERT, FFN 1536, random weights, "
         f"{d['model_a_ms']:.2f} ms):",
         "",
         "| candidate | measured slowdown | decisions | pass | regression | inconclusive | regression rate (95% CI) "
@@ -173,11 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         help="decisions for A vs A and for the 5%%, 10%% and 20%% slower models",
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--sessions",
+        type=int,
+        default=GateConfig.sessions,
+        help="the gate's sessions per model (default: its own)",
+    )
     p.add_argument("--calibrate-seconds", type=float, default=60.0)
     p.add_argument("--verify-seconds", type=float, default=120.0)
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args(argv)
-    from ladabert import GateConfig
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gate-power-") as tmp:
@@ -204,19 +215,25 @@ def main(argv: list[str] | None = None) -> int:
             summarize(
                 "A (same model)",
                 None,
-                run_trials(models[GRID[0]], models[GRID[0]], args.trials[0], args.threads),
+                run_trials(models[GRID[0]], models[GRID[0]], args.trials[0], args.threads, args.sessions),
             )
         ]
         for target, r, n in zip(TARGETS, chosen, args.trials[1:]):
             name = f"~{100 * target:.0f}% slower (FFN {r})"
             conditions.append(
-                summarize(name, verify[r] - 1, run_trials(models[GRID[0]], models[r], n, args.threads))
+                summarize(
+                    name,
+                    verify[r] - 1,
+                    run_trials(models[GRID[0]], models[r], n, args.threads, args.sessions),
+                )
             )
             print(name, {k: conditions[-1][k] for k in ("pass", "regression", "inconclusive")}, flush=True)
     data = {
         "benchmark": "gate_power",
         "settings": {
-            **GateConfig(reference="A", candidates=("B",), threads=args.threads).to_dict(),
+            **GateConfig(
+                reference="A", candidates=("B",), threads=args.threads, sessions=args.sessions
+            ).to_dict(),
             **{k: v for k, v in vars(args).items() if k != "results"},
         },
         "model_a_ms": model_a_ms,
@@ -226,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": conditions,
         "wall_s": time.perf_counter() - started,
     }
-    path = save_results("gate_power.json", data, Path(args.results))
+    name = (
+        "gate_power.json"
+        if args.sessions == GateConfig.sessions
+        else f"gate_power_sessions{args.sessions}.json"
+    )
+    path = save_results(name, data, Path(args.results))
     saved = json.loads(path.read_text())
     path.with_suffix(".md").write_text(render(saved) + "\n")
     print(render(saved))

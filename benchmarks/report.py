@@ -1,4 +1,5 @@
-"""Render the results from the JSON in ``benchmarks/results/``: README's two tables and ``docs/results.md``.
+"""Render the results from the JSON in ``benchmarks/results/``: README's two tables, ``docs/results.md``, and
+the generated blocks of ``docs/data.md`` and ``docs/ci.md``.
 
     python -m benchmarks.report            # rewrites the block between the results markers of README.md
                                            # and docs/results.md
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS_DOC = ROOT / "docs" / "results.md"
 DATA_DOC = ROOT / "docs" / "data.md"
+CI_DOC = ROOT / "docs" / "ci.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The latency run the README quotes: the default settings of benchmarks.latency on one machine.
 README_LATENCY = "latency_vm.json"
@@ -262,12 +264,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     replace_block(README, readme)
     replace_block(RESULTS_DOC, full)
+    updated = [README, RESULTS_DOC]
     small = load_results("small_data_sst2.json")
     if small:
         from benchmarks.small_data import render as render_small
 
         replace_block(DATA_DOC, render_small(small))
-    print(f"updated {README}, {RESULTS_DOC}" + (f" and {DATA_DOC}" if small else ""))
+        updated.append(DATA_DOC)
+    power = load_results("gate_power.json")
+    if power:
+        from benchmarks.gate_power import render as render_power
+
+        replace_block(CI_DOC, render_power(power))
+        updated.append(CI_DOC)
+    print("updated " + ", ".join(str(p) for p in updated))
     return 0
 
 

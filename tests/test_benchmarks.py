@@ -250,3 +250,28 @@ def test_steps_plot_has_one_panel_per_recipe_with_its_own_baselines():
         ("today's recipe", ["lada", "dist"]),
         ("w_attention 0 (now 1)", ["lada-old", "dist-old"]),
     ]
+
+
+def test_gate_power_rates_and_table_come_from_the_decisions():
+    from benchmarks.gate_power import render, summarize, wilson
+
+    lo, hi = wilson(0, 60)
+    assert lo == 0 and 0.05 < hi < 0.07  # no false alarm in 60 still allows about 6%
+    trials = [
+        {"outcome": o, "ratio": 1.1, "low": 1.06, "high": 1.14, "rounds": 30, "decision_s": s}
+        for o, s in [("regression", 2.0), ("regression", 4.0), ("inconclusive", 120.0), ("pass", 3.0)]
+    ]
+    row = summarize("~10% slower (FFN 1856)", 0.102, trials)
+    assert (row["pass"], row["regression"], row["inconclusive"]) == (1, 2, 1)
+    assert row["regression_rate"] == 0.5 and row["median_decision_s"] == 3.5 and row["max_decision_s"] == 120
+    d = {
+        "machine": {"cpu": "Some CPU", "cores": 2, "flags": ["avx2"]},
+        "settings": {"threads": 2, "max_slowdown": 0.05, "confidence": 0.95, "budget_s": 120, "sessions": 3},
+        "model_a_ms": 20.0,
+        "conditions": [row],
+        "verify_seconds": 120,
+        "chosen_widths": [1664, 1856, 2176],
+    }
+    table = render(d)
+    assert "| ~10% slower (FFN 1856) | +10.2% | 4 | 1 | 2 | 1 | 50.0% (" in table
+    assert "3.5 / 120.0" in table and "Some CPU" in table

@@ -248,12 +248,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from ladabert.bench import gate_report
     from ladabert.bench.gate import gate
-    from ladabert.utils import check_not_input, write_json_atomic, write_text_atomic
+    from ladabert.utils import check_not_input, check_writable_dir, write_json_atomic, write_text_atomic
 
     cfg = GateConfig.preset("default", **config_overrides(args, GateConfig))
-    outputs = [o for o in (args.json, args.junit, args.markdown, cfg.save_baseline) if o]
-    for o in outputs:
-        check_not_input(o, [cfg.reference, cfg.baseline, *cfg.candidates], "an output file")
+    outputs = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown}
+    outputs["--save-baseline"] = cfg.save_baseline
+    for flag, path in outputs.items():
+        if path:  # before minutes of timing, not after
+            check_writable_dir(path, flag)
+            check_not_input(path, [cfg.reference, cfg.baseline, *cfg.candidates], flag)
     res = gate(cfg)
     if cfg.save_baseline:
         print(f"baseline of {cfg.reference} ({res['rounds']} rounds) -> {Path(cfg.save_baseline).absolute()}")

@@ -475,7 +475,11 @@ class GateConfig(JsonConfig):
     budget_s: float = _f(120.0, "seconds of timing after which undecided checks are inconclusive")
     min_rounds: int = _f(20, "rounds before the first look at the data")
     max_rounds: int = _f(5000, "rounds after which undecided checks are inconclusive")
-    warmup: int = _f(3, "untimed calls of each model per shape")
+    warmup: int = _f(3, "untimed calls of each session per shape")
+    sessions: int = _f(
+        3,
+        "runtime sessions per model and backend, used in turn (one session can be a few % off for its life)",
+    )
     baseline: str | None = _f(None, "a stored baseline (from --save-baseline) to use instead of --reference")
     save_baseline: str | None = _f(None, "write the reference's samples and this machine's fingerprint here")
     baseline_rounds: int = _f(300, "rounds of the reference alone when --save-baseline has no candidate")
@@ -505,7 +509,7 @@ class GateConfig(JsonConfig):
                 raise ValueError(f"{name} needs at least one value")
             for v in values:
                 check_range(name, v, 1, hi)
-        for name in ("threads", "baseline_rounds"):
+        for name in ("threads", "baseline_rounds", "sessions"):
             check_range(name, getattr(self, name), 1)
         check_range("min_rounds", self.min_rounds, 5)
         check_range("max_rounds", self.max_rounds, self.min_rounds)

@@ -72,8 +72,8 @@ def _decide(monkeypatch, ref_ms: float, cand_ms: float, **kw) -> list[g.Check]:
     clock = FakeClock()
     monkeypatch.setattr(g.time, "perf_counter", lambda: clock.now)
     cfg = GateConfig(reference="ref", candidates=("cand",), **kw)
-    ref = g.Timer("reference", "ref", "ort-fp32", (1, 128), clock.model(ref_ms))
-    cand = g.Timer("candidate", "cand", "ort-fp32", (1, 128), clock.model(cand_ms))
+    ref = g.Timer("reference", "ref", "ort-fp32", (1, 128), [clock.model(ref_ms)])
+    cand = g.Timer("candidate", "cand", "ort-fp32", (1, 128), [clock.model(cand_ms)])
     checks = [g.Check(cand, ref)]
     g._run_rounds([ref, cand], checks, cfg, {(1, 128): {}}, progress=False)
     return checks
@@ -91,6 +91,22 @@ def test_fake_clock_decisions_pass_regress_and_stay_open_at_the_limit(monkeypatc
     assert sum(edge.candidate.times) + sum(edge.reference.times) == pytest.approx(5e3, rel=0.02)
 
 
+def test_sessions_in_turn_keep_one_slow_session_from_deciding(monkeypatch):
+    """One session of a file that runs 8% slow for its life: alone it is a regression; one of three, not."""
+    clock = FakeClock()
+    monkeypatch.setattr(g.time, "perf_counter", lambda: clock.now)
+    outcomes = []
+    for sessions in (1, 3):
+        cfg = GateConfig(reference="a", candidates=("a",), sessions=sessions)
+        ref = g.Timer("reference", "a", "ort-fp32", (1, 8), [clock.model(10, 0.02) for _ in range(sessions)])
+        slow = [clock.model(10.8, 0.02)] + [clock.model(10, 0.02) for _ in range(sessions - 1)]
+        cand = g.Timer("candidate", "a", "ort-fp32", (1, 8), slow)
+        checks = [g.Check(cand, ref)]
+        g._run_rounds([ref, cand], checks, cfg, {(1, 8): {}}, progress=False)
+        outcomes.append(checks[0].outcome)
+    assert outcomes == ["regression", "pass"]
+
+
 def test_min_speedup_sets_the_limit(monkeypatch):
     (check,) = _decide(monkeypatch, 10, 4, min_speedup=2.0)
     assert check.outcome == "pass"
@@ -106,8 +122,8 @@ def test_stopping_early_keeps_false_alarms_rare(monkeypatch):
         clock.rng = np.random.default_rng(seed)
         monkeypatch.setattr(g.time, "perf_counter", lambda c=clock: c.now)
         cfg = GateConfig(reference="a", candidates=("a",), max_slowdown=0.01, max_rounds=200, seed=seed)
-        ref = g.Timer("reference", "a", "ort-fp32", (1, 8), clock.model(1, sigma=0.3))
-        cand = g.Timer("candidate", "a", "ort-fp32", (1, 8), clock.model(1, sigma=0.3))
+        ref = g.Timer("reference", "a", "ort-fp32", (1, 8), [clock.model(1, sigma=0.3)])
+        cand = g.Timer("candidate", "a", "ort-fp32", (1, 8), [clock.model(1, sigma=0.3)])
         checks = [g.Check(cand, ref)]
         g._run_rounds([ref, cand], checks, cfg, {(1, 8): {}}, progress=False)
         alarms += checks[0].outcome == "regression"
@@ -224,8 +240,12 @@ def test_a_backend_the_bundle_lacks_is_named(tiny_teacher, synthetic_glue, tmp_p
     assert "has no int8 ONNX file; leave out ort-int8" in capsys.readouterr().err
 
 
-def test_an_output_inside_an_input_is_refused(tiny_bundle, capsys):
+def test_an_output_inside_an_input_or_unwritable_is_refused_before_timing(tiny_bundle, tmp_path, capsys):
     code = main(
         ["gate", "--reference", str(tiny_bundle), "--candidate", "x", "--json", str(tiny_bundle / "g.json")]
     )
-    assert code == 2 and "is inside the input" in capsys.readouterr().err
+    assert code == 2 and "--json" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    code = main(["gate", "--reference", "x", "--candidate", "x", "--junit", str(tmp_path / "file" / "g.xml")])
+    assert code == 2 and "is not a directory" in capsys.readouterr().err
+    assert not (tiny_bundle / "g.json").exists()

@@ -92,8 +92,8 @@ def test_a_bad_jsonl_line_is_named(bundle, tmp_path, capsys):
     assert 'in.jsonl:2: need an object with a "text" string' in capsys.readouterr().err
 
 
-# Runs predict in a fresh interpreter where torch and transformers cannot be imported, as on a box with
-# only the base install; then lists the distributions that the imported modules came from.
+# Runs a ladabert command in a fresh interpreter where torch and transformers cannot be imported, as on a box
+# with only the base install; then lists the distributions that the imported modules came from.
 _NO_TORCH = """
 import sys, json, importlib.abc
 before = set(sys.modules)  # what the interpreter loads at start-up (site, .pth hooks) is not predict's
@@ -103,7 +103,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is not installed here")
 sys.meta_path.insert(0, Block())
 from ladabert.cli import main
-rc = main(["predict", sys.argv[1], "good w1 w2", "--json"])
+rc = main(json.loads(sys.argv[1]))
 import importlib.metadata as md
 dists = md.packages_distributions()
 tops = {m.split(".")[0] for m in set(sys.modules) - before}
@@ -130,21 +130,32 @@ def _requirement_closure(names: list[str]) -> set[str]:
     return seen
 
 
-def test_predict_runs_on_the_base_install_without_torch(bundle, tmp_path):
+@pytest.mark.parametrize("command", ["predict", "gate"])
+def test_predict_and_gate_run_on_the_base_install_without_torch(command, bundle, tmp_path):
     import tomllib
 
+    argv = {
+        "predict": ["predict", str(bundle), "good w1 w2", "--json"],
+        "gate": ["gate", "--reference", str(bundle), "--candidate", str(bundle), "--seqs", "32"]
+        + ["--max-slowdown", "0.5", "--budget-s", "10", "--json", str(tmp_path / "gate.json")],
+    }[command]
     used_file = tmp_path / "dists.json"
     res = subprocess.run(
-        [sys.executable, "-c", _NO_TORCH, str(bundle), str(used_file)], capture_output=True, text=True
+        [sys.executable, "-c", _NO_TORCH, json.dumps(argv), str(used_file)], capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)[0]["label"] == "positive"
+    if command == "predict":
+        assert json.loads(res.stdout)[0]["label"] == "positive"
+    else:
+        assert json.loads((tmp_path / "gate.json").read_text())["outcome"] == "pass"
     dists = json.loads(used_file.read_text())
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     from packaging.requirements import Requirement
 
     base = [Requirement(r).name for r in pyproject["project"]["dependencies"]]
-    assert sorted(base) == ["numpy", "onnxruntime", "tokenizers"]
+    assert sorted(base) == ["numpy", "onnxruntime", "tokenizers", "tqdm"]
     allowed = _requirement_closure(base) | {"ladabert"}
     used = {d.lower().replace("_", "-") for d in dists}
-    assert used <= allowed, f"predict imports modules from {sorted(used - allowed)}, outside the base install"
+    assert used <= allowed, (
+        f"{command} imports modules from {sorted(used - allowed)}, outside the base install"
+    )

@@ -9,7 +9,7 @@ Python: ``ladabert.gate(GateConfig(reference=..., candidates=(...,)))``.
 
 Every (candidate, backend, batch, sequence) is one *check* against the reference on the same backend and
 shape. Both sides run in this process, interleaved round by round (the order reversed every other round),
-with the thread count fixed, so that the machine's speed and its slow spells hit both alike: the ratio
+each through ``sessions`` runtime sessions taken in turn, with the thread count fixed, so that the machine's speed and its slow spells hit both alike: the ratio
 means the same on every CPU, and no stored number is needed. After ``min_rounds`` and then at every 50%
 more rounds the gate computes each pending check's interval on ``median(candidate) / median(reference)``
 (:mod:`ladabert.bench.stats`) and decides it: *regression* when the interval lies above the limit
@@ -52,13 +52,14 @@ SPEC_HELP = (
 
 @dataclass
 class Timer:
-    """One model on one backend at one shape, and its timed calls in milliseconds."""
+    """One model on one backend at one shape: its sessions, used in turn round by round, and its timed
+    calls in milliseconds."""
 
     role: str
     model: str
     backend: str
     shape: tuple[int, int]
-    run: Callable[[dict[str, np.ndarray]], Any] | None
+    runs: list[Callable[[dict[str, np.ndarray]], Any]]
     times: list[float] = field(default_factory=list)
 
 
@@ -203,15 +204,17 @@ def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Che
         vocabs.append(vocab)
         calib = calibration_feeds(vocab) if "openvino-int8" in cfg.backends else []
         for b in cfg.backends:
-            run = onnx_runner(paths, b, cfg.threads, calib)  # each role its own session, even for one file
-            timers += [Timer(role, spec, b, shape, run) for shape in shapes]
+            # Each role its own sessions, even for one file; several, because one session can run a few
+            # percent slower or faster than another of the same file for as long as it lives.
+            runs = [onnx_runner(paths, b, cfg.threads, calib) for _ in range(cfg.sessions)]
+            timers += [Timer(role, spec, b, shape, runs) for shape in shapes]
     refs: dict[tuple[str, tuple[int, int]], Timer] = {}
     if stored is None:
         refs = {(t.backend, t.shape): t for t in timers if t.role == "reference"}
     else:
         for b in cfg.backends:
             for shape in shapes:
-                t = Timer("reference", stored["reference"], b, shape, None)
+                t = Timer("reference", stored["reference"], b, shape, [])
                 t.times = [float(x) for x in stored["samples"][_shape_key(b, shape)]]
                 refs[(b, shape)] = t
     checks = [Check(t, refs[(t.backend, t.shape)]) for t in timers if t.role == "candidate"]
@@ -251,8 +254,9 @@ def _run_rounds(
         pending = {id(t) for c in checks or [] if c.outcome is None for t in (c.candidate, c.reference)}
         active = [t for t in timers if checks is None or id(t) in pending]
         for t in active if rounds % 2 == 0 else active[::-1]:  # alternate order: no side is always first
+            run = t.runs[rounds % len(t.runs)]
             t0 = time.perf_counter()
-            t.run(feeds[t.shape])  # type: ignore[misc]
+            run(feeds[t.shape])
             t.times.append((time.perf_counter() - t0) * 1e3)
         rounds += 1
         elapsed = time.perf_counter() - start
@@ -340,7 +344,7 @@ def gate(config: GateConfig, progress: bool = True) -> dict[str, Any]:
     from ladabert.utils import check_writable_dir, run_environment
 
     if config.save_baseline:
-        check_writable_dir(Path(config.save_baseline).parent or ".", "--save-baseline")
+        check_writable_dir(config.save_baseline, "--save-baseline")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ladabert-gate-") as tmp:
         timers, checks, vocab = _build_timers(config, Path(tmp))
@@ -348,8 +352,11 @@ def gate(config: GateConfig, progress: bool = True) -> dict[str, Any]:
             (n, s): random_feeds(n, s, vocab, seed=config.seed) for n in config.batches for s in config.seqs
         }
         for t in timers:
-            for _ in range(max(config.warmup, 1)):  # at least one untimed call: OpenVINO compiles its shape
-                t.run(feeds[t.shape])  # type: ignore[misc]
+            for run in t.runs:
+                for _ in range(
+                    max(config.warmup, 1)
+                ):  # at least one untimed call: OpenVINO compiles its shape
+                    run(feeds[t.shape])
         setup_s = time.perf_counter() - t0
         rounds, timing_s = _run_rounds(timers, checks or None, config, feeds, progress)
     env = run_environment()
