@@ -1,6 +1,6 @@
 """How often the throughput gate catches a real slowdown, and how often it cries wolf, on this machine.
 
-    python -m benchmarks.gate_power                       # ~30 minutes on 2 cores
+    python -m benchmarks.gate_power                       # ~15 minutes on 2 cores
     python -m benchmarks.gate_power --trials 10 4 4 4     # a quick look
 
 Model A has the shape of the default teacher, MiniLM-L6 (hidden 384, 6 layers, FFN 1536; random weights:
@@ -135,15 +135,16 @@ def summarize(name: str, slowdown: float | None, trials: list[dict[str, Any]]) -
     }
 
 
-def render(d: dict[str, Any]) -> str:
-    """The markdown table of a gate_power result (also quoted in docs/ci.md by benchmarks.report)."""
+def render(d: dict[str, Any], name: str = "gate_power.json") -> str:
+    """The markdown table of the gate_power result ``d``, read from ``name`` (also quoted in docs/ci.md by
+    benchmarks.report)."""
     m = d["machine"]
     s = d["settings"]
     lines = [
-        f"Gate power (`benchmarks/results/gate_power.json`; {m['cpu']}, {m['cores']} cores, flags "
+        f"Gate power (`benchmarks/results/{name}`; {m['cpu']}, {m['cores']} cores, flags "
         f"{' '.join(m['flags']) or 'none'}; {s['threads']} threads, ORT fp32, batch 1, sequence 128; every decision "
-        f"one `ladabert gate` with the defaults: max slowdown {s['max_slowdown']:g}, confidence "
-        f"{s['confidence']:g}, budget {s['budget_s']:g} s, {s['sessions']} sessions per model; model A: MiniLM-L6-shaped BERT, FFN 1536, random weights, "
+        f"one `ladabert gate`: max slowdown {s['max_slowdown']:g}, confidence "
+        f"{s['confidence']:g}, budget {s['budget_s']:g} s, sessions per model {s['sessions']}; model A: MiniLM-L6-shaped BERT, FFN 1536, random weights, "
         f"{d['model_a_ms']:.2f} ms):",
         "",
         "| candidate | measured slowdown | decisions | pass | regression | inconclusive | regression rate (95% CI) "
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trials",
         type=int,
         nargs=4,
-        default=[60, 5, 40, 20],
+        default=[200, 5, 40, 20],
         metavar=("SAME", "P5", "P10", "P20"),
         help="decisions for A vs A and for the 5%%, 10%% and 20%% slower models",
     )
@@ -250,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = save_results(name, data, Path(args.results))
     saved = json.loads(path.read_text())
-    path.with_suffix(".md").write_text(render(saved) + "\n")
-    print(render(saved))
+    path.with_suffix(".md").write_text(render(saved, name) + "\n")
+    print(render(saved, name))
     return 0
 
 

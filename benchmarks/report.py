@@ -271,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
 
         replace_block(DATA_DOC, render_small(small))
         updated.append(DATA_DOC)
-    power = load_results("gate_power.json")
-    if power:
+    powers = sorted(RESULTS.glob("gate_power*.json"))
+    if powers:
         from benchmarks.gate_power import render as render_power
 
-        replace_block(CI_DOC, render_power(power))
+        replace_block(CI_DOC, "\n\n".join(render_power(json.loads(p.read_text()), p.name) for p in powers))
         updated.append(CI_DOC)
     print("updated " + ", ".join(str(p) for p in updated))
     return 0
