@@ -73,8 +73,9 @@ class Check:
     rounds_to_decide: int | None = None
 
 
-def _torch_model_files(spec: str, workdir: Path, name: str) -> tuple[dict[str, Path], int]:
-    """ONNX files of a model built by PyTorch (a model directory, a BERT config, or a zoo name)."""
+def _torch_model_files(spec: str, workdir: Path, name: str, int8: bool) -> tuple[dict[str, Path], int]:
+    """ONNX files of a model built by PyTorch (a model directory, a BERT config, or a zoo name); the int8
+    file only when ``int8`` (quantizing BERT-base takes a while)."""
     try:
         import torch
         from transformers import BertConfig, BertForSequenceClassification
@@ -107,11 +108,12 @@ def _torch_model_files(spec: str, workdir: Path, name: str) -> tuple[dict[str, P
         model = models[spec][1]
     else:
         raise LadaBertError(f"{spec} does not exist; name {SPEC_HELP}")
-    return export_graphs(model, workdir, name), model.config.vocab_size
+    return export_graphs(model, workdir, name, int8=int8), model.config.vocab_size
 
 
-def model_files(spec: str, workdir: Path, name: str) -> tuple[dict[str, Path], int]:
-    """``({"fp32": path, "int8": path?}, vocab size)`` of the model that ``spec`` names."""
+def model_files(spec: str, workdir: Path, name: str, int8: bool = True) -> tuple[dict[str, Path], int]:
+    """``({"fp32": path, "int8": path?}, vocab size)`` of the model that ``spec`` names (``int8``: an int8
+    file is wanted, made when the model is exported here)."""
     path = Path(spec)
     if path.is_dir() and (path / "ladabert.json").is_file():
         from ladabert.export.bundle import bundle_summary
@@ -123,7 +125,7 @@ def model_files(spec: str, workdir: Path, name: str) -> tuple[dict[str, Path], i
         if (path / "model_quantized.onnx").is_file():
             paths["int8"] = path / "model_quantized.onnx"
     else:
-        return _torch_model_files(spec, workdir, name)
+        return _torch_model_files(spec, workdir, name, int8)
     try:
         vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -199,7 +201,7 @@ def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Che
     built, vocabs, timers = {}, [], []
     for i, (role, spec) in enumerate(roles):
         if spec not in built:
-            built[spec] = model_files(spec, workdir, f"model{i}")
+            built[spec] = model_files(spec, workdir, f"model{i}", "ort-int8" in cfg.backends)
         paths, vocab = built[spec]
         vocabs.append(vocab)
         calib = calibration_feeds(vocab) if "openvino-int8" in cfg.backends else []
