@@ -5,8 +5,8 @@ is the median of the per-round ratios, with the distribution-free interval of th
 statistics of the paired log ratios): a slow spell of the machine hits both calls of a round and cancels,
 and the interval holds its level for any noise distribution, without resampling. Against a stored
 baseline (no pairing) it is the Hodges-Lehmann shift of the log latencies with the Mann-Whitney interval.
-A bootstrap interval of the ratio of medians was the first candidate; its standard error is unstable at
-the few dozen rounds of the first looks and the interval covered less than it claimed there.
+No bootstrap of the ratio of medians: its standard error is unstable over the few dozen rounds of the
+first looks, where its interval covers less than it claims.
 
 The gate looks at the data several times and stops once every check is decided; each look uses
 ``(1 - confidence) / looks`` of the error (Bonferroni over the planned looks), so that stopping early does
