@@ -40,6 +40,7 @@ from ladabert.bench import stats
 from ladabert.bench.latency import calibration_feeds, onnx_runner, random_feeds
 from ladabert.config import GateConfig
 from ladabert.errors import LadaBertError
+from ladabert.export.runtime import nncf_int8, openvino_runner
 
 BASELINE_KIND = "ladabert-gate-baseline"
 EXIT_CODES = {"pass": 0, "regression": 1, "inconclusive": 3}
@@ -190,6 +191,18 @@ def load_baseline(cfg: GateConfig) -> dict[str, Any]:
     return data
 
 
+def _openvino_int8_sessions(fp32: Path, vocab: int, cfg: GateConfig) -> list[Callable]:
+    """OpenVINO int8 sessions that share one NNCF quantization: each compiles the same int8 IR with the
+    bf16 hint for the rest, which is what ``openvino_runner(..., "int8")`` does after quantizing."""
+    import openvino as ov
+
+    ir, handle = nncf_int8(ov.Core(), fp32, calibration_feeds(vocab))
+    runs = [openvino_runner(ir, cfg.threads, "bf16", static=True) for _ in range(cfg.sessions)]
+    for run in runs:
+        run.tmp = handle  # type: ignore[attr-defined]  # the IR directory lives as long as its sessions
+    return runs
+
+
 def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Check], int]:
     """Timers of the reference (unless stored) and of every candidate, the checks pairing them, and the
     smallest vocabulary among the models (the input ids are drawn below it)."""
@@ -204,11 +217,13 @@ def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Che
             built[spec] = model_files(spec, workdir, f"model{i}", "ort-int8" in cfg.backends)
         paths, vocab = built[spec]
         vocabs.append(vocab)
-        calib = calibration_feeds(vocab) if "openvino-int8" in cfg.backends else []
         for b in cfg.backends:
-            # Each role its own sessions, even for one file; several, because one session can run a few
-            # percent slower or faster than another of the same file for as long as it lives.
-            runs = [onnx_runner(paths, b, cfg.threads, calib) for _ in range(cfg.sessions)]
+            if b == "openvino-int8":
+                runs = _openvino_int8_sessions(paths["fp32"], vocab, cfg)
+            else:
+                # Each role its own sessions, even for one file; several, because one session can run a
+                # few percent slower or faster than another of the same file for as long as it lives.
+                runs = [onnx_runner(paths, b, cfg.threads, []) for _ in range(cfg.sessions)]
             timers += [Timer(role, spec, b, shape, runs) for shape in shapes]
     refs: dict[tuple[str, tuple[int, int]], Timer] = {}
     if stored is None:
@@ -238,40 +253,37 @@ def _look(checks: list[Check], cfg: GateConfig, z: float, elapsed: float, final:
             c.rounds_to_decide = stats.rounds_to_decide(c.interval, cfg.limit, z, len(c.candidate.times))
 
 
+def _time_round(timers: list[Timer], feeds: dict[tuple[int, int], dict[str, np.ndarray]], n: int) -> None:
+    """Round ``n``: every timer once, in reversed order every other round (no side is always first), each
+    through its sessions in turn."""
+    for t in timers if n % 2 == 0 else timers[::-1]:
+        run = t.runs[n % len(t.runs)]
+        t0 = time.perf_counter()
+        run(feeds[t.shape])
+        t.times.append((time.perf_counter() - t0) * 1e3)
+
+
 def _run_rounds(
     timers: list[Timer],
-    checks: list[Check] | None,
+    checks: list[Check],
     cfg: GateConfig,
     feeds: dict[tuple[int, int], dict[str, np.ndarray]],
     progress: bool,
 ) -> tuple[int, float]:
-    """Interleaved rounds until every check is decided or the budget runs out (``checks`` None: exactly
-    ``baseline_rounds`` rounds). Returns the rounds and the seconds they took."""
+    """Interleaved rounds until every check is decided or the budget runs out. Returns the rounds and the
+    seconds they took."""
     looks = stats.look_points(cfg.min_rounds, cfg.max_rounds)
     z = stats.z_value(cfg.confidence, len(looks))
-    limit_rounds = cfg.baseline_rounds if checks is None else cfg.max_rounds
-    bar = _progress(progress, limit_rounds)
+    bar = _progress(progress, cfg.max_rounds)
     start, rounds = time.perf_counter(), 0
     while True:
-        pending = {id(t) for c in checks or [] if c.outcome is None for t in (c.candidate, c.reference)}
-        active = [t for t in timers if checks is None or id(t) in pending]
-        for t in active if rounds % 2 == 0 else active[::-1]:  # alternate order: no side is always first
-            run = t.runs[rounds % len(t.runs)]
-            t0 = time.perf_counter()
-            run(feeds[t.shape])
-            t.times.append((time.perf_counter() - t0) * 1e3)
+        pending = {id(t) for c in checks if c.outcome is None for t in (c.candidate, c.reference)}
+        _time_round([t for t in timers if id(t) in pending], feeds, rounds)
         rounds += 1
         elapsed = time.perf_counter() - start
         if bar is not None:
             bar.update()
-            if checks is not None:
-                bar.set_postfix(
-                    open=sum(c.outcome is None for c in checks), s=f"{elapsed:.0f}", refresh=False
-                )
-        if checks is None:
-            if rounds >= limit_rounds:
-                break
-            continue
+            bar.set_postfix(open=sum(c.outcome is None for c in checks), s=f"{elapsed:.0f}", refresh=False)
         out_of_time = elapsed >= cfg.budget_s or rounds >= cfg.max_rounds
         if rounds in looks or out_of_time:
             _look(checks, cfg, z, elapsed, final=out_of_time)
@@ -280,6 +292,21 @@ def _run_rounds(
     if bar is not None:
         bar.close()
     return rounds, time.perf_counter() - start
+
+
+def _time_reference(
+    timers: list[Timer], cfg: GateConfig, feeds: dict[tuple[int, int], dict[str, np.ndarray]], progress: bool
+) -> tuple[int, float]:
+    """``baseline_rounds`` rounds of the reference alone, for a stored baseline."""
+    bar = _progress(progress, cfg.baseline_rounds)
+    start = time.perf_counter()
+    for n in range(cfg.baseline_rounds):
+        _time_round(timers, feeds, n)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return cfg.baseline_rounds, time.perf_counter() - start
 
 
 def _progress(enabled: bool, total: int) -> Any:
@@ -360,20 +387,15 @@ def gate(config: GateConfig, progress: bool = True) -> dict[str, Any]:
                 ):  # at least one untimed call: OpenVINO compiles its shape
                     run(feeds[t.shape])
         setup_s = time.perf_counter() - t0
-        rounds, timing_s = _run_rounds(timers, checks or None, config, feeds, progress)
+        if checks:
+            rounds, timing_s = _run_rounds(timers, checks, config, feeds, progress)
+        else:
+            rounds, timing_s = _time_reference(timers, config, feeds, progress)
     env = run_environment()
     if config.save_baseline:
         _write_baseline(config, timers, env)
     outcomes = {c.outcome for c in checks}
-    outcome = (
-        "saved"
-        if not checks
-        else "regression"
-        if "regression" in outcomes
-        else "inconclusive"
-        if "inconclusive" in outcomes
-        else "pass"
-    )
+    outcome = next((o for o in ("regression", "inconclusive", "pass") if o in outcomes), "saved")
     return {
         "outcome": outcome,
         "exit_code": EXIT_CODES.get(outcome, 0),

@@ -68,7 +68,7 @@ def openvino_available() -> bool:
     return True
 
 
-def _nncf_int8(core: Any, path: Path, calib: list[dict[str, np.ndarray]]) -> tuple[Path, Any]:
+def nncf_int8(core: Any, path: Path, calib: list[dict[str, np.ndarray]]) -> tuple[Path, Any]:
     """NNCF post-training int8 (transformer preset) of ``path``, written as IR to a temporary directory
     that lives as long as the returned handle."""
     import nncf
@@ -116,7 +116,7 @@ def openvino_runner(
     core = ov.Core()
     source, tmp = Path(path), None
     if precision == "int8":
-        source, tmp = _nncf_int8(core, source, calib)
+        source, tmp = nncf_int8(core, source, calib)
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32" if precision == "f32" else "bf16",
