@@ -241,6 +241,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r['model']:>24} {r['backend']:>14} {r['batch']:>5} {r['seq']:>4} {r['median_ms']:10.2f} "
             f"{r['speedup_vs_ort_fp32'] or 0:10.2f}x {r['speedup_vs_fastest'] or 0:9.2f}x"
         )
+    for b in res["budgets"]:
+        where = f"{b['backend']} at batch {b['batch']} x seq {b['seq']}"
+        if b["median_ms"] is None:
+            print(
+                f"{b['bundle']}: latency budget {b['budget_ms']:g} ms on {where} not measured in this run; "
+                f"pass --backends {b['backend']} --batches {b['batch']} --seqs {b['seq']}"
+            )
+        else:
+            verdict = "within" if b["within_budget"] else "ABOVE"
+            print(
+                f"{b['bundle']}: {b['median_ms']:.2f} ms on {where}, {verdict} its {b['budget_ms']:g} ms budget"
+            )
     print(f"-> {Path(args.out).absolute()}")
     return 0
 
@@ -278,6 +290,16 @@ def _print_student(m: dict, out: str) -> None:
         f"({m['student_nonzero_params']:,} of {m['teacher_params']:,} params), {m['steps']} steps, "
         f"{m['wall_s']:.0f} s -> {Path(out).absolute()}"
     )
+    search = m.get("latency_search")
+    if search:
+        c = search["chosen"]
+        print(
+            f"latency budget {search['budget_ms']:g} ms on {search['backend']} at batch {search['batch']} x seq "
+            f"{search['seq']}: {c['layers']} layers, {c['heads']} heads, FFN {c['ffn']}, ratio factor "
+            f"{c['ratio_factor']:g}; {search['measured_ms']:.2f} ms measured in the search "
+            f"({len(search['timed'])} of {search['candidates']} shapes timed, {search['search_s']:.0f} s); "
+            "ladabert export measures the bundle"
+        )
 
 
 def _print_bundle(m: dict, out: str) -> None:
@@ -292,6 +314,13 @@ def _print_bundle(m: dict, out: str) -> None:
         f"{line}; fused attention nodes {m['fused_attention_nodes']}/{m['num_layers']} layers -> "
         f"{Path(out).absolute()}"
     )
+    b = m.get("latency_budget")
+    if b and b.get("bundle_ms") is not None:
+        verdict = "within" if b["within_budget"] else "ABOVE"
+        print(
+            f"latency budget {b['budget_ms']:g} ms on {b['backend']} at batch {b['batch']} x seq {b['seq']}: "
+            f"bundle measures {b['bundle_ms']:.2f} ms, {verdict} budget"
+        )
 
 
 def _predict_inputs(args: argparse.Namespace) -> Any:

@@ -28,6 +28,7 @@ MIXED_PRECISION = ("auto", "no", "bf16")
 PRECISIONS = ("fp32", "int8", "fp16")
 MERGES = ("break-even", "all", "none")
 REWRITE_NAMES = ("shrink", "merge", "align", "fuse")
+GATE_BACKENDS = ("ort-fp32", "ort-int8", "openvino-f32", "openvino-bf16", "openvino-int8")
 ALL_BACKENDS = (
     "pytorch-fp32",
     "pytorch-bf16",
@@ -216,9 +217,27 @@ class CompressConfig(TrainingData, JsonConfig):
     pattern: str = _f("unstructured", "pruning pattern of the factors", choices=PATTERNS)
     hybrid: float = _f(0.75, "share of the (log) reduction that comes from SVD; the rest from pruning")
     embedding_scale: float = _f(1.0, "word-embedding kept share relative to the encoder's (1: uniform)")
+    keep_layers: int | None = _f(
+        None, "encoder layers kept, the ones whose removal changes the teacher's outputs least dropped first"
+    )
     keep_heads: float = _f(1.0, "share of attention heads kept per layer, least important removed first")
     keep_ffn: float = _f(1.0, "share of FFN neurons kept per layer, least important removed first")
     block_size: int = _f(16, "tile size of the block pattern")
+    latency_budget: float | None = _f(
+        None,
+        "milliseconds per call the exported student may take on --backend at --batch x --seq: the layers, "
+        "heads, FFN neurons and ratio are then searched (--ratio and --keep-* are set by the search)",
+    )
+    latency_backend: str = _f(
+        "ort-int8", "backend the budget is measured on", choices=GATE_BACKENDS, aliases=("--backend",)
+    )
+    latency_batch: int = _f(1, "batch size the budget is measured at", aliases=("--batch",))
+    latency_seq: int = _f(128, "sequence length the budget is measured at", aliases=("--seq",))
+    latency_margin: float = _f(
+        0.1, "the search picks a student that measures at most (1 - this) of the budget"
+    )
+    latency_threads: int = _f(2, "intra-op threads the budget is measured with")
+    search_timings: int = _f(16, "most candidate shapes the latency search times")
     initial_ratio: float = _f(2.0, "ratio of the student at step 0; it grows to --ratio along the schedule")
     schedule: str = _f("cubic", "shape of the ratio schedule", choices=("cubic", "linear"))
     schedule_fraction: float = _f(
@@ -290,9 +309,22 @@ class CompressConfig(TrainingData, JsonConfig):
         check_range("embedding_scale", self.embedding_scale, 0, lo_open=True)
         check_range("keep_heads", self.keep_heads, 0, 1, lo_open=True)
         check_range("keep_ffn", self.keep_ffn, 0, 1, lo_open=True)
+        if self.keep_layers is not None:
+            check_range("keep_layers", self.keep_layers, 1)
+        if self.latency_budget is not None:
+            check_range("latency_budget", self.latency_budget, 0, lo_open=True)
+            if self.method == "distill-only":
+                raise ValueError(
+                    "latency_budget applies to hybrid, svd and prune; distill-only sets its own width"
+                )
+        check_choice("latency_backend", self.latency_backend, GATE_BACKENDS)
+        for name in ("latency_batch", "latency_seq", "latency_threads", "search_timings"):
+            check_range(name, getattr(self, name), 1)
+        check_range("latency_seq", self.latency_seq, 1, 512)
+        check_range("latency_margin", self.latency_margin, 0, 0.9)
         if self.structured and self.method == "distill-only":
             raise ValueError(
-                "keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
+                "keep_layers / keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
             )
         if self.w_attention is None:
             self.w_attention = 0.0 if self.keep_heads < 1 else 1.0
@@ -324,8 +356,8 @@ class CompressConfig(TrainingData, JsonConfig):
 
     @property
     def structured(self) -> bool:
-        """Heads or FFN neurons are removed before the hybrid compression."""
-        return self.keep_heads < 1 or self.keep_ffn < 1
+        """Layers, heads or FFN neurons are removed before the hybrid compression."""
+        return self.keep_heads < 1 or self.keep_ffn < 1 or self.keep_layers is not None
 
     @property
     def hybrid_share(self) -> float:
@@ -444,9 +476,6 @@ class BenchConfig(JsonConfig):
     @property
     def narrow_keep(self) -> tuple[float, float] | None:
         return (self.narrow_keep_heads, self.narrow_keep_ffn) if self.narrow else None
-
-
-GATE_BACKENDS = ("ort-fp32", "ort-int8", "openvino-f32", "openvino-bf16", "openvino-int8")
 
 
 @dataclass

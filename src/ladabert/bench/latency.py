@@ -141,6 +141,21 @@ def onnx_runner(
     raise ValueError(f"{backend} is not an ONNX backend")
 
 
+def median_ms(
+    run: Any, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 3, min_s: float = 0.5
+) -> float:
+    """Median wall time of ``run(feeds)`` in milliseconds over at least ``runs`` calls and ``min_s`` seconds."""
+    for _ in range(warmup):
+        run(feeds)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def _torch_runner(model: Any, dtype: str, threads: int) -> Callable:
     import torch
 
@@ -301,6 +316,40 @@ def best_backends(rows: list[dict[str, Any]], reference: str | None = None) -> l
     return sorted(out, key=lambda r: (r["seq"], r["batch"], r["model"] != BASE, -r["median_ms"]))
 
 
+def budget_checks(rows: list[dict[str, Any]], bundles: list[Path]) -> list[dict[str, Any]]:
+    """For each bundle of a student compressed to a latency budget: the budget, what the export measured,
+    and this run's median on the budget's backend and shape (None when this run did not measure it)."""
+    import json
+
+    out = []
+    for b in bundles:
+        meta = json.loads((Path(b) / "ladabert.json").read_text())
+        budget = meta.get("latency_budget")
+        if not budget:
+            continue
+        row = next(
+            (
+                r
+                for r in rows
+                if r["model"] == Path(b).name
+                and (r["backend"], r["batch"], r["seq"])
+                == (budget["backend"], budget["batch"], budget["seq"])
+            ),
+            None,
+        )
+        ms = row["median_ms"] if row else None
+        out.append(
+            {
+                "bundle": Path(b).name,
+                **{k: budget[k] for k in ("budget_ms", "backend", "batch", "seq")},
+                "export_ms": budget.get("bundle_ms"),
+                "median_ms": ms,
+                "within_budget": None if ms is None else ms <= budget["budget_ms"],
+            }
+        )
+    return out
+
+
 def teacher_bundle(bundles: list[Path]) -> str | None:
     """The name of the first bundle exported from a teacher (``kind`` in its ladabert.json), if any."""
     import json
@@ -353,6 +402,7 @@ def benchmark(config: BenchConfig | None = None, progress: bool = True) -> dict[
     return {
         "rows": rows,
         "best": best_backends(rows, teacher_bundle([Path(b) for b in cfg.bundles])),
+        "budgets": budget_checks(rows, [Path(b) for b in cfg.bundles]),
         "settings": {
             **cfg.to_dict(),
             "backends_run": backends,

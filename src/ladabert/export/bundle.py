@@ -135,6 +135,38 @@ def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2
     return rows
 
 
+def _budget_check(
+    tmp: Path, files: dict[str, str], budget: dict[str, Any] | None, vocab: int
+) -> dict[str, Any] | None:
+    """The bundle timed on the backend and shape of the student's latency budget (None: no budget).
+
+    A bundle above its budget is written all the same (the training is not lost) with a warning, and
+    ``within_budget`` false in ``ladabert.json``."""
+    if not budget:
+        return None
+    import sys
+
+    from ladabert.bench.latency import calibration_feeds, median_ms, onnx_runner, random_feeds
+    from ladabert.export.runtime import openvino_available
+
+    backend = budget["backend"]
+    record = {k: budget[k] for k in ("budget_ms", "backend", "batch", "seq", "threads")}
+    if backend.startswith("openvino") and not openvino_available():
+        return {**record, "bundle_ms": None, "within_budget": None, "note": "openvino not installed"}
+    paths = {p: tmp / f for p, f in files.items() if p in ("fp32", "int8")}
+    run = onnx_runner(paths, backend, budget["threads"], calibration_feeds(vocab))
+    ms = median_ms(run, random_feeds(budget["batch"], budget["seq"], vocab), runs=50, min_s=2.0)
+    record.update(bundle_ms=round(ms, 3), within_budget=ms <= budget["budget_ms"])
+    if not record["within_budget"]:
+        print(
+            f"warning: the bundle measures {ms:.2f} ms on {backend} at batch {budget['batch']} x seq "
+            f"{budget['seq']}, above its {budget['budget_ms']:g} ms budget (machine busy, or another CPU than "
+            "the search ran on); check with ladabert bench",
+            file=sys.stderr,
+        )
+    return record
+
+
 def _openvino_ir(tmp: Path) -> str | None:
     """Convert ``model.onnx`` to OpenVINO IR beside it (fp32 weights), where OpenVINO is installed."""
     from ladabert.export.runtime import openvino_available
@@ -320,6 +352,7 @@ def export_bundle(
         openvino_file = _openvino_ir(tmp)
         latency = _latency(tmp, files, max_length)
         section = getattr(mcfg, "ladabert", None) or {}
+        budget = _budget_check(tmp, files, section.get("latency_budget"), mcfg.vocab_size)
         meta = {
             "format": 1,
             "source": str(path),
@@ -343,6 +376,7 @@ def export_bundle(
             "labels": list(task.names),
             "data": getattr(mcfg, "ladabert_data", None),
             "latency_at_export": latency,
+            "latency_budget": budget,
             "export_config": cfg.to_dict(),
             "wall_s": round(time.perf_counter() - t_start, 1),
             **run_environment(),

@@ -22,7 +22,7 @@ from ladabert.config import CompressConfig
 from ladabert.errors import LadaBertError
 from ladabert.pipeline import hybrid as hyb
 from ladabert.pipeline.schedule import CompressionSchedule
-from ladabert.pipeline.structured import prune_structure
+from ladabert.pipeline.structured import default_layers, prune_structure
 from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs, shrink_factors
 from ladabert.student_config import LadaBertConfig
 
@@ -76,20 +76,43 @@ def _distill_only(teacher: nn.Module, config: CompressConfig) -> StudentPlan:
     return StudentPlan(student, {}, None)
 
 
-def _allocation(teacher: nn.Module, config: CompressConfig, stats: dict[str, torch.Tensor] | None) -> tuple:
-    """The teacher without its removed heads and FFN neurons, the ratio schedule, and ``ratio -> plan``;
-    raises when the target ratio is out of reach."""
+def kept_layers(
+    teacher: nn.Module, config: CompressConfig, layers: list[int] | None = None
+) -> list[int] | None:
+    """The teacher layers the student keeps: ``layers`` when given (chosen from data), else evenly spaced
+    ``config.keep_layers`` of them; None when every layer stays."""
+    if config.keep_layers is None:
+        return None
+    total = teacher.config.num_hidden_layers
+    if config.keep_layers > total:
+        raise LadaBertError(
+            f"--keep-layers {config.keep_layers} exceeds the teacher's {total} layers; lower it"
+        )
+    if layers is not None and len(layers) != config.keep_layers:
+        raise LadaBertError(f"{len(layers)} layers given for --keep-layers {config.keep_layers}")
+    return sorted(layers) if layers is not None else default_layers(total, config.keep_layers)
+
+
+def _allocation(
+    teacher: nn.Module,
+    config: CompressConfig,
+    stats: dict[str, torch.Tensor] | None,
+    layers: list[int] | None = None,
+) -> tuple:
+    """The teacher without its removed layers, heads and FFN neurons, the ratio schedule, and
+    ``ratio -> plan``; raises when the target ratio is out of reach."""
     n_teacher = count_all(teacher)
     dense = copy.deepcopy(teacher)
-    # Heads and FFN neurons go first (``stats`` is sliced to what is kept); the hybrid plan spends the rest.
-    prune_structure(dense, config.keep_heads, config.keep_ffn, stats)
+    # Structure goes first (``stats`` is sliced to what is kept); the hybrid plan spends the rest.
+    prune_structure(dense, config.keep_heads, config.keep_ffn, stats, kept_layers(teacher, config, layers))
     shapes = hyb.matrix_shapes(dense)
     n_dense = count_all(dense)
     fixed = n_dense - sum(r * c for r, c in shapes.values())
-    if config.structured and n_teacher / n_dense >= config.ratio:
+    # Equal is allowed: the structure alone gives the ratio and the factors keep every weight.
+    if config.structured and n_teacher / n_dense > config.ratio * (1 + 1e-9):
         raise LadaBertError(
-            f"removing heads and FFN neurons alone gives {n_teacher / n_dense:.2f}x, at least --ratio "
-            f"{config.ratio:g}; raise --ratio or --keep-heads / --keep-ffn"
+            f"removing layers, heads and FFN neurons alone gives {n_teacher / n_dense:.2f}x, more than --ratio "
+            f"{config.ratio:g}; raise --ratio or --keep-layers / --keep-heads / --keep-ffn"
         )
     schedule = CompressionSchedule(
         min(max(config.initial_ratio, n_teacher / n_dense), config.ratio),
@@ -124,21 +147,28 @@ def check_reachable(teacher: nn.Module, config: CompressConfig) -> None:
 
 
 def plan_student(
-    teacher: nn.Module, config: CompressConfig, stats: dict[str, torch.Tensor] | None = None
+    teacher: nn.Module,
+    config: CompressConfig,
+    stats: dict[str, torch.Tensor] | None = None,
+    layers: list[int] | None = None,
 ) -> StudentPlan:
     """The initial student (at ``config.initial_ratio``) and its schedule; the teacher is not changed.
 
-    ``stats`` (:func:`ladabert.pipeline.calibrate.activation_stats`) makes the compression data-aware.
+    ``stats`` (:func:`ladabert.pipeline.calibrate.activation_stats`) makes the compression data-aware;
+    ``layers`` are the teacher layers kept with ``config.keep_layers`` (default: evenly spaced).
 
     Raises:
         LadaBertError: the target ratio is out of reach (checked before anything is trained).
     """
     if config.method == "distill-only":
         return _distill_only(teacher, config)
-    dense, schedule, plan_for = _allocation(teacher, config, stats)
+    dense, schedule, plan_for = _allocation(teacher, config, stats, layers)
     student = hyb.install(dense, plan_for(schedule.initial_ratio), stats)
-    cfg = copy.deepcopy(dense.config)  # carries ``pruned_heads``
+    cfg = copy.deepcopy(dense.config)  # carries ``pruned_heads`` and the kept layer count
     cfg.ladabert = {"method": config.method, "layers": layer_specs(student)}
+    kept = kept_layers(teacher, config, layers)
+    if kept is not None:
+        cfg.ladabert["layer_map"] = kept
     # Re-home the weights in the student class so that checkpoints reload through from_pretrained.
     shell = LadaBertForSequenceClassification(LadaBertConfig.from_bert(cfg))
     shell.load_state_dict(student.state_dict())

@@ -47,7 +47,7 @@ from ladabert.pipeline.teacher import (
     resolve_model,
     set_labels,
 )
-from ladabert.utils import run_environment
+from ladabert.utils import run_environment, write_json_atomic
 
 
 def _no_attention_dropout(model: torch.nn.Module) -> None:
@@ -70,6 +70,57 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
             module.p = p
         elif isinstance(getattr(module, "dropout_prob", None), float):
             module.dropout_prob = p
+
+
+SEARCH_FILE = "latency_search.json"  # in the checkpoint directory: a resumed run keeps the searched shape
+
+
+class _BudgetSearch:
+    """The latency search of a compression run: the reachability check at construction (it needs no
+    data, so it comes before the teacher is scored), the search itself once calibration statistics exist.
+    Its record is kept in the checkpoint directory, so that a resumed run keeps the shape it trains."""
+
+    def __init__(self, config: CompressConfig, teacher: torch.nn.Module, work_dir: Path):
+        from ladabert.pipeline import budget
+
+        check_budget_settings(config)
+        self.config, self.teacher, self.path = config, teacher, work_dir / SEARCH_FILE
+        self.saved = json.loads(self.path.read_text()) if self.path.is_file() else None
+        if self.saved is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="ladabert-search-")
+            self.timer = budget.CandidateTimer(teacher.config, config, Path(self.tmp.name))
+            self.fastest = budget.check_budget_reachable(self.timer, config)
+
+    def run(self, train_ds: Any, collator: Any, stats: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+        from ladabert.pipeline import budget
+
+        if self.saved is not None:
+            return self.saved
+        batches = budget.calibration_batches(train_ds, collator, 128, self.config.seed)
+        record = budget.search(
+            budget.Proxy(self.teacher, stats, batches), self.timer, self.config, self.fastest
+        )
+        record["config"] = record["config"].to_dict()
+        write_json_atomic(self.path, record)
+        self.tmp.cleanup()
+        return record
+
+
+def check_budget_settings(config: CompressConfig) -> None:
+    """A latency budget sets the structure and ratio itself: refuse settings that would fight it."""
+    given = [
+        flag
+        for flag, on in (
+            ("--keep-layers", config.keep_layers is not None),
+            ("--keep-heads", config.keep_heads < 1),
+            ("--keep-ffn", config.keep_ffn < 1),
+        )
+        if on
+    ]
+    if given:
+        raise LadaBertError(
+            f"--latency-budget chooses the layers, heads and FFN neurons itself; leave out {' '.join(given)}"
+        )
 
 
 def compress_preset(name: str, **overrides: Any) -> CompressConfig:
@@ -105,6 +156,11 @@ def calibration_stats(
     return stats
 
 
+def _layer_map(student: torch.nn.Module) -> tuple[int, ...] | None:
+    kept = (getattr(student.config, "ladabert", None) or {}).get("layer_map")
+    return tuple(kept) if kept is not None else None
+
+
 def _distillation_trainer(student, teacher, tokenizer, config, task, train_ds, dev_ds, **kw):  # noqa: ANN001, ANN202
     from ladabert.pipeline.distill import DistillationTrainer, DistillLoss, neighbor_table
 
@@ -116,7 +172,12 @@ def _distillation_trainer(student, teacher, tokenizer, config, task, train_ds, d
         model=student,
         teacher=teacher,
         loss=DistillLoss(
-            config.temperature, config.w_logits, config.w_hidden, config.w_attention, config.w_hard
+            config.temperature,
+            config.w_logits,
+            config.w_hidden,
+            config.w_attention,
+            config.w_hard,
+            layer_map=_layer_map(student),
         ),
         regression=task.is_regression,
         augment=config.augment,
@@ -142,13 +203,29 @@ def _finish_student(student: torch.nn.Module) -> torch.nn.Module:
     return shrink_factors(student)
 
 
-def _student_section(config: CompressConfig, student, teacher, teacher_name: str, data_aware: bool) -> dict:  # noqa: ANN001
-    """The ``ladabert`` section of the student's config.json (what rebuilds its shapes, and how it was made)."""
+def _student_section(  # noqa: ANN202
+    config: CompressConfig,
+    student,
+    teacher,
+    teacher_name: str,
+    data_aware: bool,
+    layers=None,
+    searched=None,  # noqa: ANN001
+):
+    """The ``ladabert`` section of the student's config.json (what rebuilds its shapes, and how it was
+    made): with ``layers`` the teacher layer of each student layer, with ``searched`` the latency budget."""
     from ladabert.pipeline.student import layer_specs
 
     counts, teacher_counts = hyb.count_parameters(student), hyb.count_parameters(teacher)
     factorized = config.method != "distill-only"
+    extra: dict[str, Any] = {}
+    if layers is not None:
+        extra["layer_map"] = list(layers)
+    if searched is not None:
+        keys = ("budget_ms", "backend", "batch", "seq", "threads", "margin", "chosen", "measured_ms")
+        extra["latency_budget"] = {k: searched[k] for k in keys}
     return {
+        **extra,
         "method": config.method,
         "pattern": config.pattern if factorized else None,
         "hybrid": config.hybrid_share if factorized else None,
@@ -205,8 +282,12 @@ def compress_model(
             )
     from ladabert.pipeline.build import check_reachable
 
-    check_reachable(teacher, config)  # before the teacher is scored and calibrated
-    if config.w_attention > 0:  # the attention term reads the maps that only eager attention returns
+    asked = config  # what the checkpoints are recorded with; a budget's search sets the shape below
+    search = _BudgetSearch(config, teacher, Path(work_dir)) if config.latency_budget is not None else None
+    if search is None:
+        check_reachable(teacher, config)  # before the teacher is scored and calibrated
+    if config.w_attention > 0 or config.latency_budget is not None:
+        # the attention term reads the maps that only eager attention returns
         teacher.config._attn_implementation = "eager"
     teacher.eval()
     train_ds, dev_ds = (tokenize(s, tokenizer, config.max_length) for s in (train_split, dev_split))
@@ -218,8 +299,18 @@ def compress_model(
         stats = calibration_stats(
             teacher, train_ds, make_collator(tokenizer), config.calibration_samples, config.seed, special
         )
+    searched, layers = None, None
+    if search is not None:
+        searched = search.run(train_ds, make_collator(tokenizer), stats)
+        config = CompressConfig.from_dict(searched["config"])
+        layers = searched["kept_layers"] if config.keep_layers is not None else None
+    elif config.keep_layers is not None:
+        from ladabert.pipeline.budget import calibration_batches, layer_order
+
+        batches = calibration_batches(train_ds, make_collator(tokenizer), 128, config.seed)
+        layers = layer_order(teacher, batches)[0][config.keep_layers - 1]
     torch.manual_seed(config.seed)
-    built = plan_student(teacher, config, stats)
+    built = plan_student(teacher, config, stats, layers)
     student = built.student
     if config.dropout is not None:
         set_dropout(student, config.dropout)
@@ -238,10 +329,10 @@ def compress_model(
         Path(work_dir),
         config,
         [comp_cb, *(callbacks or [])],
-        settings={"teacher": teacher_name},
+        settings={**asked.to_dict(), "teacher": teacher_name},
     )
     student = _finish_student(run.model)
-    section = _student_section(config, student, teacher, teacher_name, bool(stats))
+    section = _student_section(config, student, teacher, teacher_name, bool(stats), layers, searched)
     student.config.ladabert = {k: v for k, v in section.items() if k != "param_counts"}
     student.config.architectures = ["LadaBertForSequenceClassification"]
     final = evaluate_module(student, tokenizer, task, **scored)
@@ -268,6 +359,7 @@ def compress_model(
         "eval_examples": len(dev_split),
         "schedule": built.schedule.targets() if built.schedule else [],
         "config": config.to_dict(),
+        **({"latency_search": {k: v for k, v in searched.items() if k != "config"}} if searched else {}),
     }
     return student, metrics
 
@@ -323,6 +415,8 @@ def compress(
 
     from ladabert.pipeline.student import load_classifier
 
+    if config.latency_budget is not None:
+        check_budget_settings(config)
     path, tcfg = _load_teacher(teacher, config)
     files = DataFiles.from_config(config)
     if files is None:  # a GLUE task's label count is known before any data is read

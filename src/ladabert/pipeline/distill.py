@@ -37,6 +37,8 @@ class DistillLoss:
     hidden: float = 1.0
     attention: float = 0.0
     hard: float = 0.0
+    # Teacher layer index of each student layer, when the student dropped layers (None: one to one).
+    layer_map: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -58,6 +60,10 @@ class DistillLoss:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         parts: dict[str, torch.Tensor] = {}
         s_logits, t_logits = student.logits.float(), teacher.logits.float()
+        t_hidden, t_att = teacher.hidden_states, teacher.attentions
+        if self.layer_map is not None:  # hidden state 0 is the embeddings, i + 1 the output of layer i
+            t_hidden = t_hidden and (t_hidden[0], *(t_hidden[i + 1] for i in self.layer_map))
+            t_att = t_att and tuple(t_att[i] for i in self.layer_map)
         if self.logits:
             if regression:
                 parts["logits"] = F.mse_loss(s_logits, t_logits)
@@ -75,13 +81,18 @@ class DistillLoss:
                 else attention_mask.float()
             )[..., None]
             terms = []
-            for hs, ht in zip(student.hidden_states, teacher.hidden_states):
+            if len(student.hidden_states) != len(t_hidden):
+                raise ValueError(
+                    f"the student returned {len(student.hidden_states)} hidden states and the teacher "
+                    f"{len(t_hidden)}: a student with fewer layers needs its layer_map"
+                )
+            for hs, ht in zip(student.hidden_states, t_hidden):
                 hs = hidden_proj(hs) if hidden_proj is not None else hs
                 sq = (hs.float() - ht.float()).pow(2) * mask
                 terms.append(sq.sum() / (mask.sum() * ht.shape[-1]))
             parts["hidden"] = torch.stack(terms).mean()
         if self.attention:
-            parts["attention"] = attention_kl(student.attentions, teacher.attentions, attention_mask)
+            parts["attention"] = attention_kl(student.attentions, t_att, attention_mask)
         if self.hard and labels is not None:
             parts["hard"] = (
                 F.mse_loss(s_logits.squeeze(-1), labels.float())

@@ -1,4 +1,4 @@
-"""Structured pruning: whole attention heads and FFN neurons, removed before the hybrid compression.
+"""Structured pruning: whole layers, attention heads and FFN neurons, removed before the hybrid compression.
 
 LadaBERT's hybrid compression (truncated SVD, then weight pruning) keeps the teacher's shape: every layer
 still runs all its attention heads over the full sequence and an FFN as wide as the teacher's. On CPU those
@@ -17,6 +17,10 @@ Importance of a unit is the expected squared norm of its contribution to the lay
 With calibration statistics (data-aware compression, the default) ``E[x^2]`` is read from them; without,
 it is estimated from the weights alone as the squared norm of the row that produces the unit
 (``||W_v[d, :]||^2``, ``||W_in[j, :]||^2``), i.e. for inputs of unit variance.
+
+Dropped layers leave the encoder's layer list (``config.num_hidden_layers`` shrinks, so ``from_pretrained``
+rebuilds the shorter encoder); which layers stay is chosen by :func:`ladabert.pipeline.budget.layer_order`
+when data is at hand, evenly spaced otherwise (:func:`default_layers`).
 
 Removed heads go through Hugging Face's own ``prune_heads`` (recorded in ``config.pruned_heads``, so
 ``from_pretrained`` rebuilds the shapes); the FFN widths are recorded in the ``ladabert`` layer specs.
@@ -51,6 +55,47 @@ def _layers(model: nn.Module) -> Any:
         return base.encoder.layer
     except AttributeError as e:
         raise LadaBertError("structured pruning needs a BERT-family model (encoder.layer)") from e
+
+
+def default_layers(total: int, n: int) -> list[int]:
+    """``n`` of ``total`` layer indices, evenly spaced and ending with the last layer."""
+    if not 1 <= n <= total:
+        raise LadaBertError(f"layers kept must be in [1, {total}], got {n}")
+    return sorted({round((i + 1) * total / n) - 1 for i in range(n)})
+
+
+def drop_layers(model: nn.Module, keep: list[int], stats: dict[str, torch.Tensor] | None = None) -> None:
+    """Keep only the encoder layers ``keep`` (teacher indices, ascending) of ``model``, in place.
+
+    ``config.num_hidden_layers`` and ``config.pruned_heads`` follow, and ``stats`` keys are renamed to the
+    new layer numbers (those of dropped layers removed), so that later steps address the kept layers."""
+    layers = _layers(model)
+    keep = sorted(keep)
+    if not keep or len(set(keep)) != len(keep) or keep[0] < 0 or keep[-1] >= len(layers):
+        raise LadaBertError(f"layers to keep must be distinct indices in [0, {len(layers) - 1}], got {keep}")
+    if len(keep) == len(layers):
+        return
+    base = getattr(model, model.base_model_prefix, model)
+    base.encoder.layer = nn.ModuleList([layers[i] for i in keep])
+    for new, layer in enumerate(base.encoder.layer):
+        for mod in layer.modules():
+            if hasattr(mod, "layer_idx"):
+                mod.layer_idx = new
+    model.config.num_hidden_layers = len(keep)
+    pruned = {int(k): v for k, v in (model.config.pruned_heads or {}).items()}
+    model.config.pruned_heads = {new: pruned[old] for new, old in enumerate(keep) if old in pruned}
+    if stats:
+        prefix = f"{model.base_model_prefix}.encoder.layer."
+        renamed = {}
+        for name, value in stats.items():
+            if not name.startswith(prefix):
+                renamed[name] = value
+                continue
+            old, rest = name[len(prefix) :].split(".", 1)
+            if int(old) in keep:
+                renamed[f"{prefix}{keep.index(int(old))}.{rest}"] = value
+        stats.clear()
+        stats.update(renamed)
 
 
 def _sq_input(stats: dict[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
@@ -117,15 +162,21 @@ def prune_structure(
     keep_heads: float = 1.0,
     keep_ffn: float = 1.0,
     stats: dict[str, torch.Tensor] | None = None,
+    keep_layers: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Remove the least important heads and FFN neurons of every layer of the dense ``model``, in place.
+    """Keep the layers ``keep_layers`` (default: all), then remove the least important heads and FFN
+    neurons of every kept layer of the dense ``model``, in place.
 
     ``stats`` (calibration statistics keyed by module name) are used for the scores and are sliced in place
     to the kept units, so that the hybrid compression that follows stays data-aware. Returns a summary:
     heads and FFN width kept per layer.
     """
+    summary: dict[str, Any] = {}
+    if keep_layers is not None:
+        drop_layers(model, keep_layers, stats)
+        summary["layers"] = sorted(keep_layers)
     if keep_heads == 1 and keep_ffn == 1:
-        return {}
+        return summary
     layers = _layers(model)
     prefix = model.base_model_prefix
     for layer in layers:
@@ -133,7 +184,7 @@ def prune_structure(
             layer.attention.output.dense, nn.Linear
         ):
             raise LadaBertError("structured pruning runs on the dense teacher, before hybrid compression")
-    summary: dict[str, Any] = {"heads": [], "ffn": []}
+    summary.update({"heads": [], "ffn": []})
     if keep_heads < 1:
         to_prune = {}
         for i, (layer, s) in enumerate(zip(layers, head_scores(model, stats))):

@@ -1,0 +1,265 @@
+"""Compression to a latency budget: shapes from plans, the latency model, the proxy, layer dropping, and
+the search end to end on a tiny teacher (timings are real; assertions are about what the search promises:
+the chosen shape measured within the budget, refusals before training, the record kept on resume)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from ladabert import CompressConfig
+from ladabert.errors import LadaBertError
+from ladabert.pipeline import budget as B
+from ladabert.pipeline import hybrid as hyb
+from ladabert.pipeline.build import build_student
+from ladabert.pipeline.compress import compress
+from ladabert.pipeline.distill import DistillLoss
+from ladabert.pipeline.structured import default_layers, drop_layers
+from ladabert.pipeline.student import LadaBertForSequenceClassification, layer_specs
+
+
+def small_bert(layers: int = 4) -> BertForSequenceClassification:
+    cfg = BertConfig(
+        vocab_size=300,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def budget_cfg(**kw) -> CompressConfig:
+    base = dict(
+        latency_budget=1.0,
+        latency_backend="ort-fp32",
+        latency_seq=32,
+        data_aware=False,
+        max_steps=40,
+        batch_size=16,
+        learning_rate=2e-3,
+        max_length=32,
+        eval_steps=0,
+        save_steps=20,
+        schedule_updates=4,
+        logging_steps=5,
+        search_timings=8,
+    )
+    return CompressConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "rank"])
+def test_candidate_plans_match_the_students_that_are_built(pattern):
+    model = small_bert()
+    t = B.Teacher.of(model)
+    base = budget_cfg(pattern=pattern)
+    grid = B.feasible(t, base)
+    assert len(grid) > 100
+    for c in grid[::29]:
+        plan = B.candidate_plan(t, c, base)
+        student = build_student(model, B.candidate_config(t, c, base))
+        assert student.config.num_hidden_layers == c.layers
+        assert hyb.count_parameters(student)["total"] == pytest.approx(plan.nonzero_params, rel=1e-3)
+        specs = layer_specs(student)
+        for name, m in plan.matrices.items():
+            assert specs[name]["shape"] == [m.rows, m.cols]
+            if m.rank is not None:
+                assert specs[name]["rank"] == (m.keep_rank or m.rank)
+
+
+def test_ratio_factor_one_keeps_every_weight_of_the_structure():
+    model = small_bert()
+    t = B.Teacher.of(model)
+    c = B.Candidate(2, 2, 128, 1.0)
+    student = build_student(model, B.candidate_config(t, c, budget_cfg()))
+    assert all(s["kind"] == "dense" and s["sparsity"] == 0 for s in layer_specs(student).values())
+    assert hyb.count_parameters(student)["total"] == B.structure_params(t, c)
+
+
+def test_latency_fit_keeps_coefficients_non_negative_and_recovers_a_linear_law():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(30), rng.uniform(1, 6, 30), rng.uniform(0, 10, 30)])
+    y = 0.5 + 2.0 * x[:, 1] + 0.0 * x[:, 2] + rng.normal(0, 0.01, 30)
+    coef = B.fit_latency(x, y)
+    assert (coef >= 0).all()
+    assert coef[1] == pytest.approx(2.0, abs=0.05) and coef[0] == pytest.approx(0.5, abs=0.2)
+    # A law that would need a negative slope gets 0 for it, not a negative prediction.
+    y2 = 5.0 - 0.3 * x[:, 2]
+    assert (B.fit_latency(x, y2) >= 0).all()
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.25, 0.5, 0.9])
+def test_gaussian_pruned_energy_matches_a_sample(keep):
+    w = np.random.default_rng(0).normal(size=400_000)
+    a = np.abs(w)
+    kept = a >= np.quantile(a, 1 - keep)
+    assert B._gaussian_pruned_energy(keep) == pytest.approx((w[kept] ** 2).sum() / (w**2).sum(), abs=0.005)
+
+
+def test_default_layers_are_spread_and_end_with_the_last():
+    assert default_layers(6, 6) == list(range(6))
+    assert (
+        default_layers(6, 2) == [2, 5]
+        and default_layers(6, 1) == [5]
+        and default_layers(12, 4) == [2, 5, 8, 11]
+    )
+
+
+def _identity_layer(model, i):
+    """Make layer ``i`` of a BERT whose LayerNorms are plain return its input (outputs zeroed)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.weight.data.fill_(1.0)
+            m.bias.data.zero_()
+    layer = model.bert.encoder.layer[i]
+    for lin in (layer.attention.output.dense, layer.output.dense):
+        lin.weight.data.zero_()
+        lin.bias.data.zero_()
+
+
+def test_layer_order_drops_the_layer_that_changes_nothing_first():
+    model = small_bert()
+    _identity_layer(model, 1)
+    model.classifier.weight.data *= 100  # a random head's logits hardly move otherwise
+    batches = [
+        {"input_ids": torch.randint(5, 300, (8, 16)), "attention_mask": torch.ones(8, 16, dtype=torch.long)}
+    ]
+    sets, gaps = B.layer_order(model, batches)
+    assert [len(s) for s in sets] == [1, 2, 3, 4] and sets[-1] == [0, 1, 2, 3]
+    assert sets[2] == [0, 2, 3] and gaps[2] < 1e-4 * gaps[0] and gaps[0] > 1e-3
+    assert all(set(a) <= set(b) for a, b in zip(sets, sets[1:]))  # nested: each step drops one more
+    assert len(model.bert.encoder.layer) == 4  # the teacher is left whole
+
+
+def test_drop_layers_renumbers_layers_heads_and_statistics():
+    model = small_bert()
+    model.prune_heads({2: [0]})
+    stats = {f"bert.encoder.layer.{i}.output.dense": torch.full((256,), float(i)) for i in range(4)}
+    stats["bert.embeddings.word_embeddings"] = torch.ones(300)
+    drop_layers(model, [0, 2], stats)
+    assert model.config.num_hidden_layers == 2 and len(model.bert.encoder.layer) == 2
+    assert model.config.pruned_heads == {1: [0]}
+    assert sorted(stats) == [
+        "bert.embeddings.word_embeddings",
+        "bert.encoder.layer.0.output.dense",
+        "bert.encoder.layer.1.output.dense",
+    ]
+    assert float(stats["bert.encoder.layer.1.output.dense"][0]) == 2.0
+    with pytest.raises(LadaBertError, match="distinct indices"):
+        drop_layers(small_bert(), [0, 7])
+
+
+def test_distillation_loss_reads_the_mapped_teacher_layers():
+    class Out:
+        def __init__(self, hidden, logits):
+            self.hidden_states, self.logits, self.attentions = hidden, logits, None
+
+    teacher = Out(tuple(torch.full((1, 3, 4), float(i)) for i in range(5)), torch.zeros(1, 2))
+    student = Out((torch.zeros(1, 3, 4), torch.full((1, 3, 4), 3.0)), torch.zeros(1, 2))
+    loss = DistillLoss(logits=0.0, hidden=1.0, layer_map=(2,))  # student layer 0 is teacher layer 2
+    total, parts = loss(student, teacher, None, None)
+    assert parts["hidden"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="layer_map"):
+        DistillLoss(logits=0.0, hidden=1.0)(student, teacher, None, None)
+
+
+def _timer(teacher_dir, cfg, workdir):
+    from ladabert.pipeline.student import load_classifier
+
+    return B.CandidateTimer(load_classifier(teacher_dir).config, cfg, workdir)
+
+
+def test_compress_to_a_budget_keeps_its_promise_and_records_it(tmp_path, tiny_teacher, synthetic_glue):
+    from ladabert.config import ExportConfig
+    from ladabert.export.bundle import export_bundle
+
+    probe = _timer(tiny_teacher, budget_cfg(), tmp_path)
+    t = probe.teacher
+    low = min(probe(c) for c in B.smallest(t, budget_cfg()))
+    high = probe(B.largest(t))
+    budget_ms = (low + high) / 2 / 0.9  # between the smallest and the whole teacher
+    out = tmp_path / "student"
+    m = compress(budget_cfg(latency_budget=budget_ms), tiny_teacher, out, data_dir=synthetic_glue)
+    search = m["latency_search"]
+    assert search["measured_ms"] <= search["target_ms"] == pytest.approx(budget_ms * 0.9)
+    assert 2 <= len(search["timed"]) <= 8 and search["candidates"] > 50
+    chosen = search["chosen"]
+    section = json.loads((out / "config.json").read_text())["ladabert"]
+    assert (
+        section["latency_budget"]["chosen"] == chosen and section["latency_budget"]["budget_ms"] == budget_ms
+    )
+    student = LadaBertForSequenceClassification.from_pretrained(out)
+    assert student.config.num_hidden_layers == chosen["layers"]
+    assert {lay.attention.self.num_attention_heads for lay in student.bert.encoder.layer} == {chosen["heads"]}
+    assert {lay.intermediate.dense.out_features for lay in student.bert.encoder.layer} == {chosen["ffn"]}
+    if chosen["layers"] < 2:
+        assert section["layer_map"] == search["kept_layers"]
+    assert m["value"] >= 0.8  # chance is 0.5
+    meta = export_bundle(
+        out, tmp_path / "bundle", ExportConfig(precisions=("fp32",)), data_dir=synthetic_glue
+    )
+    b = meta["latency_budget"]
+    assert b["budget_ms"] == budget_ms and b["backend"] == "ort-fp32" and b["seq"] == 32
+    assert b["bundle_ms"] > 0 and b["within_budget"] == (b["bundle_ms"] <= budget_ms)
+
+
+def test_an_unreachable_budget_is_refused_before_the_teacher_is_scored(
+    tmp_path, tiny_teacher, synthetic_glue, monkeypatch
+):
+    from ladabert.pipeline import compress as cmod
+    from tests.conftest import spy_on_evaluated_models
+
+    scored = spy_on_evaluated_models(monkeypatch, cmod)
+    out = tmp_path / "student"
+    with pytest.raises(
+        LadaBertError, match=r"out of reach on ort-fp32 .* fastest student .* measures [0-9.]+ ms"
+    ):
+        compress(budget_cfg(latency_budget=1e-4), tiny_teacher, out, data_dir=synthetic_glue)
+    assert scored == [] and not out.exists()
+    with pytest.raises(LadaBertError, match="leave out --keep-heads"):
+        compress(budget_cfg(keep_heads=0.5), tiny_teacher, out, data_dir=synthetic_glue)
+
+
+def test_a_resumed_budget_run_keeps_the_searched_shape(tmp_path, tiny_teacher, synthetic_glue, monkeypatch):
+    from ladabert.pipeline.harness import checkpoint_dir_for
+
+    out = tmp_path / "student"
+    first = compress(
+        budget_cfg(latency_budget=50.0), tiny_teacher, out, data_dir=synthetic_glue, keep_checkpoints=True
+    )
+    record = json.loads((checkpoint_dir_for(out) / "latency_search.json").read_text())
+    assert record["chosen"] == first["latency_search"]["chosen"]
+
+    def no_timing(*a, **k):
+        raise AssertionError("a resumed run times no candidates")
+
+    monkeypatch.setattr(B.CandidateTimer, "__call__", no_timing)
+    again = compress(
+        budget_cfg(latency_budget=50.0), tiny_teacher, out, data_dir=synthetic_glue, overwrite=True
+    )
+    assert again["latency_search"]["chosen"] == record["chosen"]
+
+
+def test_keep_layers_alone_distils_a_shorter_student(tmp_path, tiny_teacher, synthetic_glue):
+    cfg = budget_cfg(latency_budget=None, keep_layers=1, ratio=2.5)
+    out = tmp_path / "student"
+    m = compress(cfg, tiny_teacher, out, data_dir=synthetic_glue)
+    section = json.loads((out / "config.json").read_text())["ladabert"]
+    assert len(section["layer_map"]) == 1 and 0 <= section["layer_map"][0] < 2
+    assert LadaBertForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 1
+    assert m["value"] >= 0.8 and m["ratio"] == pytest.approx(2.5, rel=0.01)
+
+
+def test_median_ms_times_at_least_the_asked_calls():
+    from ladabert.bench.latency import median_ms
+
+    calls = []
+    assert median_ms(lambda f: calls.append(1), {}, runs=7, warmup=2, min_s=0.0) >= 0
+    assert len(calls) == 9
