@@ -56,6 +56,14 @@ NOT_RECIPE = {
     "save_steps",
     "logging_steps",
     "mixed_precision",
+    "keep_layers",
+    "latency_budget",
+    "latency_backend",
+    "latency_batch",
+    "latency_seq",
+    "latency_margin",
+    "latency_threads",
+    "search_timings",
 }
 # Settings a method does not use (svd and prune take all of the reduction from one side; distill-only trains a
 # dense narrow student without a compression schedule).

@@ -263,3 +263,31 @@ def test_median_ms_times_at_least_the_asked_calls():
     calls = []
     assert median_ms(lambda f: calls.append(1), {}, runs=7, warmup=2, min_s=0.0) >= 0
     assert len(calls) == 9
+
+
+def test_cli_refuses_an_unreachable_budget_in_one_line(tmp_path, tiny_teacher, synthetic_glue, capsys):
+    from ladabert.cli import main
+
+    out = tmp_path / "student"
+    argv = ["compress", "--teacher", str(tiny_teacher), "--out", str(out), "--data-dir", str(synthetic_glue)]
+    argv += ["--max-length", "32", "--backend", "ort-fp32", "--batch", "1", "--seq", "32"]
+    assert main([*argv, "--latency-budget", "0.0001"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "out of reach" in err and "Traceback" not in err
+    assert main([*argv, "--latency-budget", "5", "--keep-layers", "1"]) == 2
+    assert "leave out --keep-layers" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_confirms_a_bundles_budget(tmp_path):
+    from ladabert.bench.latency import budget_checks
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    budget = {"budget_ms": 2.0, "backend": "ort-int8", "batch": 1, "seq": 128, "bundle_ms": 1.7}
+    (bundle / "ladabert.json").write_text(json.dumps({"latency_budget": budget}))
+    row = {"model": "b", "backend": "ort-int8", "batch": 1, "seq": 128, "median_ms": 2.5}
+    (check,) = budget_checks([row, {**row, "backend": "ort-fp32", "median_ms": 1.0}], [bundle])
+    assert (check["median_ms"], check["within_budget"], check["export_ms"]) == (2.5, False, 1.7)
+    (check,) = budget_checks([{**row, "seq": 32}], [bundle])
+    assert check["median_ms"] is None and check["within_budget"] is None

@@ -111,14 +111,14 @@ def test_structured_settings_are_checked():
     assert CompressConfig(keep_ffn=0.5, w_attention=1.0).w_attention == 1.0  # heads kept: maps comparable
     teacher = _bert()
     # A quarter of the heads and an eighth of the FFN alone give more than 3x: 1.2x is below that.
-    with pytest.raises(LadaBertError, match="removing heads and FFN neurons alone gives"):
+    with pytest.raises(LadaBertError, match="removing layers, heads and FFN neurons alone gives"):
         build_student(teacher, CompressConfig(ratio=1.2, keep_heads=0.25, keep_ffn=0.125, data_aware=False))
     dense = _bert()
     prune_structure(dense, 0.25, 0.125)
     shapes = hyb.matrix_shapes(dense)
     fixed = sum(p.numel() for p in dense.parameters()) - sum(r * c for r, c in shapes.values())
     n = sum(p.numel() for p in teacher.parameters())
-    with pytest.raises(LadaBertError, match="below what removing heads and FFN neurons already gives"):
+    with pytest.raises(LadaBertError, match="below what removing layers, heads and FFN neurons already gives"):
         hyb.allocate(shapes, n, 1.1, fixed_params=fixed)
 
 

@@ -190,8 +190,8 @@ def allocate(
     f = (teacher_params / ratio - fixed) / compressible
     if f > 1 + 1e-9:
         raise LadaBertError(
-            f"ratio {ratio:g} is below what removing heads and FFN neurons already gives "
-            f"({teacher_params / (fixed + compressible):.2f}x); raise --ratio or --keep-heads / --keep-ffn"
+            f"ratio {ratio:g} is below what removing layers, heads and FFN neurons already gives "
+            f"({teacher_params / (fixed + compressible):.2f}x); raise --ratio or --keep-layers / --keep-heads / --keep-ffn"
         )
     if f <= 0:
         raise LadaBertError(

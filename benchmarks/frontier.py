@@ -1,0 +1,270 @@
+"""The latency/accuracy frontier: SST-2 students compressed to latency budgets, against the teacher and
+today's default and narrow students, each model on its fastest backend.
+
+    python -m benchmarks.frontier --teacher runs/teacher-sst2                       # budgets: fastest / 1.5 2 3 4 6
+    python -m benchmarks.frontier --teacher runs/teacher-sst2 --divisors 2 3 --max-steps 1500
+
+Steps (each one skipped when its output exists, so a killed run continues where it stopped):
+
+1. the teacher is exported (``runs/frontier/teacher-onnx``) and timed on every backend at the budget's
+   batch and length: its fastest backend and latency set the budgets, ``fastest / divisor``;
+2. one ``ladabert compress --latency-budget`` student per budget, on that backend, and the comparison
+   students (``--compare``: ``default`` = the 5x student of the results tables, ``narrow`` = the same with
+   a sixth of the heads and FFN neurons), all with the same ``--max-steps``; each exported;
+3. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8.
+
+Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
+accuracy, and the bundle's ORT int8 one), latency per backend, fastest backend, speedup over the teacher's
+fastest, and for budget students the budget, the searched shape, the search's proxy and whether the final
+measurement is within the budget. The proxy is set beside the trained accuracy (rank correlation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import save_results
+
+COMPARE = {
+    "default": {"ratio": 5.0},
+    "narrow": {"ratio": 5.0, "keep_heads": 1 / 6, "keep_ffn": 1 / 6},
+}
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
+    import numpy as np
+
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _export(student: Path, bundle: Path, data_dir: str | None) -> dict[str, Any]:
+    from ladabert.config import ExportConfig
+    from ladabert.export.bundle import bundle_summary, export_bundle
+
+    if (bundle / "ladabert.json").is_file():
+        return bundle_summary(bundle)
+    return export_bundle(student, bundle, ExportConfig(), data_dir=data_dir)
+
+
+def _time(bundles: list[Path], backends: list[str], batches: list[int], seq: int, rounds: int) -> list[dict]:
+    import torch
+
+    from ladabert.bench.latency import bundle_runners, measure
+
+    torch.set_num_threads(2)
+    runners = [r for b in bundles for r in bundle_runners(b, backends, 2)]
+    vocab = json.loads((bundles[0] / "config.json").read_text())["vocab_size"]
+    return measure(runners, batches, [seq], rounds, 3, vocab)
+
+
+def _fastest(rows: list[dict], model: str, batch: int) -> dict:
+    return min((r for r in rows if r["model"] == model and r["batch"] == batch), key=lambda r: r["median_ms"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="runs/teacher-sst2")
+    p.add_argument("--data-dir", default=None, help="GLUE root (default: see ladabert.pipeline.data)")
+    p.add_argument("--work", default="runs/frontier", help="where students and bundles are written")
+    p.add_argument("--divisors", type=float, nargs="+", default=[1.5, 2, 3, 4, 6])
+    p.add_argument("--compare", nargs="*", default=list(COMPARE), choices=list(COMPARE))
+    p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds of the final timing")
+    p.add_argument("--name", default="frontier_sst2")
+    args = p.parse_args(argv)
+
+    from ladabert import CompressConfig, compress
+    from ladabert.config import GATE_BACKENDS
+    from ladabert.export.runtime import openvino_available
+
+    teacher = Path(args.teacher)
+    if not (teacher / "metrics.json").is_file():
+        print(
+            f"benchmarks.frontier: error: {teacher} is not a fine-tuned teacher; run ladabert finetune first",
+            file=sys.stderr,
+        )
+        return 2
+    work = Path(args.work)
+    backends = [b for b in GATE_BACKENDS if openvino_available() or not b.startswith("openvino")]
+    teacher_bundle = work / "teacher-onnx"
+    _export(teacher, teacher_bundle, args.data_dir)
+    first = _time([teacher_bundle], backends, [args.batch], args.seq, args.rounds)
+    ref = _fastest(first, teacher_bundle.name, args.batch)
+    print(
+        f"teacher: fastest {ref['backend']} {ref['median_ms']:.2f} ms at batch {args.batch} x seq {args.seq}"
+    )
+
+    students: dict[str, tuple[Path, dict[str, Any]]] = {}
+    base = {"max_steps": args.max_steps}
+    for d in args.divisors:
+        budget = ref["median_ms"] / d
+        cfg = CompressConfig(
+            **base,
+            latency_budget=round(budget, 3),
+            latency_backend=ref["backend"],
+            latency_batch=args.batch,
+            latency_seq=args.seq,
+        )
+        students[f"budget-{d:g}x"] = (work / f"budget-{d:g}x", {"divisor": d, "config": cfg})
+    for name in args.compare:
+        students[name] = (work / name, {"config": CompressConfig(**base, **COMPARE[name])})
+    for name, (out, info) in students.items():
+        if not (out / "metrics.json").is_file():
+            print(f"{name}: compressing ({info['config'].max_steps} steps)")
+            compress(info["config"], teacher, out, data_dir=args.data_dir)
+        _export(out, work / f"{name}-onnx", args.data_dir)
+
+    bundles = [teacher_bundle] + [work / f"{n}-onnx" for n in students]
+    batches = sorted({args.batch, 8})
+    rows = _time(bundles, backends, batches, args.seq, args.rounds)
+    tmetrics = json.loads((teacher / "metrics.json").read_text())
+    out_rows = []
+    for bundle in bundles:
+        name = bundle.name.removesuffix("-onnx")
+        meta = json.loads((bundle / "ladabert.json").read_text())
+        metrics = json.loads(((teacher if name == "teacher" else work / name) / "metrics.json").read_text())
+        row: dict[str, Any] = {
+            "model": name,
+            "value": metrics["value"],
+            "of_teacher": metrics["value"] / tmetrics["value"],
+            "int8_value": meta["validation"].get("int8", {}).get("value"),
+            "ratio": meta.get("ratio", 1.0),
+            "num_layers": meta["num_layers"],
+            "steps": metrics.get("steps"),
+            "latency": {
+                f"{r['backend']}/b{r['batch']}": r["median_ms"] for r in rows if r["model"] == bundle.name
+            },
+        }
+        for b in batches:
+            best = _fastest(rows, bundle.name, b)
+            tbest = _fastest(rows, teacher_bundle.name, b)
+            row[f"fastest_b{b}"] = {"backend": best["backend"], "ms": best["median_ms"]}
+            row[f"speedup_b{b}"] = tbest["median_ms"] / best["median_ms"]
+        search = metrics.get("latency_search")
+        if search:
+            key = f"{search['backend']}/b{search['batch']}"
+            row.update(
+                budget_ms=search["budget_ms"],
+                backend=search["backend"],
+                shape=search["chosen"],
+                proxy=search["proxy"]["proxy"],
+                search_ms=search["measured_ms"],
+                measured_ms=row["latency"].get(key),
+                within_budget=row["latency"].get(key, float("inf")) <= search["budget_ms"],
+                timed=len(search["timed"]),
+                search_s=search["search_s"],
+            )
+        out_rows.append(row)
+    budget_rows = [r for r in out_rows if "proxy" in r]
+    data = {
+        "task": "sst2",
+        "teacher": str(teacher),
+        "teacher_value": tmetrics["value"],
+        "teacher_fastest": {
+            "backend": ref["backend"],
+            "ms": ref["median_ms"],
+            "batch": args.batch,
+            "seq": args.seq,
+        },
+        "settings": {**vars(args), "backends": backends, "batches": batches},
+        "rows": out_rows,
+        "proxy_vs_accuracy_spearman": _spearman(
+            [r["proxy"] for r in budget_rows], [r["value"] for r in budget_rows]
+        ),
+        "timing_rows": rows,
+    }
+    path = save_results(f"{args.name}.json", data)
+    render(path)
+    print(f"-> {path}")
+    return 0
+
+
+def table(d: dict) -> list[str]:
+    b = d["teacher_fastest"]["batch"]
+    lines = [
+        f"| model | layers | shape (layers/heads/FFN/ratio factor) | ratio | dev accuracy | % of teacher | budget ms | "
+        f"measured on budget backend | fastest b{b} | vs teacher b{b} | fastest b8 | vs teacher b8 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["rows"]:
+        s = r.get("shape")
+        shape = f"{s['layers']}/{s['heads']}/{s['ffn']}/{s['ratio_factor']:g}" if s else "-"
+        budget = f"{r['budget_ms']:.2f} ({r['backend']})" if "budget_ms" in r else "-"
+        measured = (
+            f"{r['measured_ms']:.2f} ({'within' if r['within_budget'] else 'ABOVE'})"
+            if r.get("measured_ms")
+            else "-"
+        )
+        fb, f8 = r[f"fastest_b{b}"], r.get("fastest_b8", {})
+        lines.append(
+            f"| {r['model']} | {r['num_layers']} | {shape} | {r['ratio']:.2f}x | {100 * r['value']:.2f}% | "
+            f"{100 * r['of_teacher']:.1f}% | {budget} | {measured} | {fb['ms']:.2f} ({fb['backend']}) | "
+            f"{r[f'speedup_b{b}']:.2f}x | {f8.get('ms', 0):.2f} ({f8.get('backend', '-')}) | "
+            f"{r.get('speedup_b8', 0):.2f}x |"
+        )
+    return lines
+
+
+def render(path: Path) -> None:
+    d = json.loads(path.read_text())
+    md = table(d)
+    rho = d.get("proxy_vs_accuracy_spearman")
+    m = d.get("machine", {})
+    md += [
+        "",
+        f"Teacher fastest: {d['teacher_fastest']['backend']} {d['teacher_fastest']['ms']:.2f} ms at batch "
+        f"{d['teacher_fastest']['batch']} x seq {d['teacher_fastest']['seq']}; {m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores, 2 threads; {d['settings']['max_steps']} distillation steps per student. "
+        + (
+            f"Spearman rank correlation of the search's proxy with trained accuracy: {rho:.2f}."
+            if rho is not None
+            else ""
+        ),
+    ]
+    path.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = d["teacher_fastest"]["batch"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in d["rows"]:
+        kind = "budget" if "budget_ms" in r else r["model"]
+        marker = {"budget": "o", "teacher": "*", "default": "s", "narrow": "^"}.get(kind, "x")
+        ax.scatter(
+            r[f"fastest_b{b}"]["ms"], 100 * r["value"], marker=marker, s=80 if kind == "teacher" else 40
+        )
+        ax.annotate(
+            r["model"],
+            (r[f"fastest_b{b}"]["ms"], 100 * r["value"]),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
+    for r in d["rows"]:
+        if "budget_ms" in r:
+            ax.axvline(r["budget_ms"], color="grey", lw=0.5, ls=":")
+    ax.set_xlabel(
+        f"latency on the model's fastest backend, batch {b}, seq {d['teacher_fastest']['seq']} (ms)"
+    )
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("Students compressed to latency budgets (dotted: the budgets)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
