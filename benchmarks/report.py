@@ -1,5 +1,5 @@
 """Render the results from the JSON in ``benchmarks/results/``: README's two tables, ``docs/results.md``, and
-the generated blocks of ``docs/data.md`` and ``docs/ci.md``.
+the generated blocks of ``docs/data.md``, ``docs/ci.md`` and ``docs/latency-budgets.md``.
 
     python -m benchmarks.report            # rewrites the block between the results markers of README.md
                                            # and docs/results.md
@@ -23,6 +23,7 @@ README = ROOT / "README.md"
 RESULTS_DOC = ROOT / "docs" / "results.md"
 DATA_DOC = ROOT / "docs" / "data.md"
 CI_DOC = ROOT / "docs" / "ci.md"
+BUDGET_DOC = ROOT / "docs" / "latency-budgets.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The latency run the README quotes: the default settings of benchmarks.latency on one machine.
 README_LATENCY = "latency_vm.json"
@@ -245,6 +246,18 @@ def render() -> str:
     return "\n\n".join(parts) if parts else "_No results yet: run the benchmarks._"
 
 
+def frontier_block(path: Path) -> str:
+    """A frontier run's table (from its JSON) and plot, for docs/latency-budgets.md."""
+    from benchmarks.frontier import render
+
+    render(path)  # the .md and .png beside the JSON, from the JSON
+    return (
+        f"`{path.name}`:\n\n"
+        + path.with_suffix(".md").read_text().strip()
+        + f"\n\n![accuracy vs latency](../benchmarks/results/{path.with_suffix('.png').name})"
+    )
+
+
 def replace_block(path: Path, block: str) -> None:
     text = path.read_text()
     if START not in text or END not in text:
@@ -277,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
 
         replace_block(CI_DOC, "\n\n".join(render_power(json.loads(p.read_text()), p.name) for p in powers))
         updated.append(CI_DOC)
+    frontiers = sorted(RESULTS.glob("frontier_*.json"))
+    if frontiers:
+        replace_block(BUDGET_DOC, "\n\n".join(frontier_block(p) for p in frontiers))
+        updated.append(BUDGET_DOC)
     print("updated " + ", ".join(str(p) for p in updated))
     return 0
 
