@@ -118,7 +118,9 @@ def test_structured_settings_are_checked():
     shapes = hyb.matrix_shapes(dense)
     fixed = sum(p.numel() for p in dense.parameters()) - sum(r * c for r, c in shapes.values())
     n = sum(p.numel() for p in teacher.parameters())
-    with pytest.raises(LadaBertError, match="below what removing layers, heads and FFN neurons already gives"):
+    with pytest.raises(
+        LadaBertError, match="below what removing layers, heads and FFN neurons already gives"
+    ):
         hyb.allocate(shapes, n, 1.1, fixed_params=fixed)
 
 
