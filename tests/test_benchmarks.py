@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
+import pytest
 from benchmarks.accuracy import ROWS, ratio_lines, row_id, steps_to_reach, training_cost
 
 from ladabert.pipeline.compress import CompressConfig
@@ -275,3 +277,63 @@ def test_gate_power_rates_and_table_come_from_the_decisions():
     table = render(d)
     assert "| ~10% slower (FFN 1856) | +10.2% | 4 | 1 | 2 | 1 | 50.0% (" in table
     assert "3.5 / 120.0" in table and "Some CPU" in table
+
+
+def _frontier_row(name, value, ms, **extra):
+    return {
+        "model": name,
+        "value": value,
+        "of_teacher": value / 0.9,
+        "int8_value": value,
+        "ratio": 3.0,
+        "num_layers": 2,
+        "steps": 100,
+        "latency": {"ort-int8/b1": ms},
+        "fastest_b1": {"backend": "ort-int8", "ms": ms},
+        "speedup_b1": 6.0 / ms,
+        "fastest_b8": {"backend": "ort-int8", "ms": 8 * ms},
+        "speedup_b8": 6.0 / ms,
+        **extra,
+    }
+
+
+def test_frontier_table_and_plot_come_from_the_json(tmp_path):
+    from benchmarks.frontier import _spearman, render
+
+    shape = {"layers": 2, "heads": 6, "ffn": 768, "ratio_factor": 1.0}
+    rows = [
+        _frontier_row("teacher", 0.9, 6.0),
+        _frontier_row(
+            "budget-3x",
+            0.88,
+            1.7,
+            budget_ms=2.0,
+            backend="ort-int8",
+            shape=shape,
+            proxy=0.7,
+            measured_ms=1.8,
+            within_budget=True,
+        ),
+    ]
+    d = {
+        "rows": rows,
+        "teacher_fastest": {"backend": "ort-int8", "ms": 6.0, "batch": 1, "seq": 128},
+        "settings": {"max_steps": 100},
+        "proxy_vs_accuracy_spearman": None,
+        "machine": {"cpu": "X", "cores": 2},
+    }
+    path = tmp_path / "frontier_t.json"
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) |" in md
+    assert "3.53x" in md and path.with_suffix(".png").stat().st_size > 1000
+    assert _spearman([1, 2, 3], [0.1, 0.3, 0.2]) == pytest.approx(0.5) and _spearman([1], [2]) is None
+
+
+def test_frontier_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
+    from benchmarks.frontier import main
+
+    assert main(["--teacher", str(tmp_path / "none"), "--work", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ladabert finetune" in err and not (tmp_path / "w").exists()

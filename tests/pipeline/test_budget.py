@@ -291,3 +291,14 @@ def test_bench_confirms_a_bundles_budget(tmp_path):
     assert (check["median_ms"], check["within_budget"], check["export_ms"]) == (2.5, False, 1.7)
     (check,) = budget_checks([{**row, "seq": 32}], [bundle])
     assert check["median_ms"] is None and check["within_budget"] is None
+
+
+def test_shapes_at_a_fixed_ratio_reach_it_exactly():
+    model = small_bert()
+    t = B.Teacher.of(model)
+    base = budget_cfg(pattern="rank", hybrid=0.5)
+    grid = B.at_ratio(t, base, 3.0)
+    assert len({(c.layers, c.heads, c.ffn) for c in grid}) == len(grid) > 10
+    for c in grid[::7]:
+        assert c.ratio_factor >= 1
+        assert B.candidate_plan(t, c, base).ratio == pytest.approx(3.0, rel=0.02)

@@ -494,20 +494,38 @@ def check_budget_reachable(timer: CandidateTimer, base: CompressConfig) -> float
     return fastest
 
 
+def at_ratio(t: Teacher, base: CompressConfig, ratio: float) -> list[Candidate]:
+    """The structures whose compression ratio can be exactly ``ratio`` (ratio factor ``ratio`` over the
+    structure's own): the grid of a search for the fastest-and-best student of a given size."""
+    out = []
+    for c in {(c.layers, c.heads, c.ffn) for c in candidate_grid(t)}:
+        factor = ratio * structure_params(t, Candidate(*c, 1.0)) / t.params
+        if factor >= 1:
+            cand = Candidate(*c, round(factor, 6))
+            try:
+                candidate_plan(t, cand, base)
+            except LadaBertError:
+                continue
+            out.append(cand)
+    return sorted(out)
+
+
 def search(
     proxy: Proxy,
     timer: CandidateTimer,
     base: CompressConfig,
     fastest_ms: float | None = None,
     progress: bool = True,
+    grid: list[Candidate] | None = None,
 ) -> dict[str, Any]:
     """Pick the candidate with the best proxy whose latency is within the budget (see the module
-    docstring). Returns the search record; ``record["config"]`` is the compression config to run."""
+    docstring). Returns the search record; ``record["config"]`` is the compression config to run.
+    ``grid`` replaces the default candidates (:func:`feasible`), e.g. :func:`at_ratio`."""
     from tqdm.auto import tqdm
 
     t = timer.teacher
     target = base.latency_budget * (1 - base.latency_margin)
-    grid = feasible(t, base)
+    grid = grid if grid is not None else feasible(t, base)
     x = np.stack([features(t, c, base) for c in grid])
     scores = [proxy(c, base) for c in grid]
     bar = tqdm(total=base.search_timings, desc="latency search", leave=False, disable=not progress)
@@ -516,7 +534,7 @@ def search(
         measured[i] = timer(grid[i])
         bar.update()
 
-    measured = {grid.index(c): ms for c, ms in timer.measured.items()}
+    measured = {grid.index(c): ms for c, ms in timer.measured.items() if c in grid}
 
     # An initial design spread over the work: the largest shape and shapes at quantiles of the GEMM work.
     order = np.argsort(x[:, 4])
