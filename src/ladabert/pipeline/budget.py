@@ -553,14 +553,20 @@ def search(
             for i in range(len(grid))
             if (measured[i] <= target if i in measured else predicted[i] <= target)
         ]
+        if not ok:
+            break
         best = max(ok, key=lambda i: (scores[i]["proxy"], -predicted[i]))
         if best in measured or len(measured) >= base.search_timings:
             break
         time_one(best)
     bar.close()
     within = [i for i in measured if measured[i] <= target]
-    if best not in measured or measured[best] > target:
-        best = max(within, key=lambda i: scores[i]["proxy"])
+    if not within:
+        raise LadaBertError(
+            f"no candidate shape measured within {target:.2f} ms on {_where(base)} ({len(measured)} timed); "
+            "raise the budget or --search-timings"
+        )
+    best = max(within, key=lambda i: scores[i]["proxy"])
     chosen = grid[best]
     return {
         "budget_ms": base.latency_budget,
