@@ -37,22 +37,10 @@ def small_bert(layers: int = 4) -> BertForSequenceClassification:
 
 
 def budget_cfg(**kw) -> CompressConfig:
-    base = dict(
-        latency_budget=1.0,
-        latency_backend="ort-fp32",
-        latency_seq=32,
-        data_aware=False,
-        max_steps=40,
-        batch_size=16,
-        learning_rate=2e-3,
-        max_length=32,
-        eval_steps=0,
-        save_steps=20,
-        schedule_updates=4,
-        logging_steps=5,
-        search_timings=8,
-    )
-    return CompressConfig(**{**base, **kw})
+    from tests.pipeline.test_compress import compress_cfg
+
+    budget = dict(latency_budget=1.0, latency_backend="ort-fp32", latency_seq=32, search_timings=8)
+    return compress_cfg(**{**budget, "data_aware": False, "max_steps": 40, **kw})
 
 
 @pytest.mark.parametrize("pattern", ["unstructured", "rank"])

@@ -211,17 +211,10 @@ def candidate_plan(t: Teacher, c: Candidate, base: CompressConfig) -> hyb.Compre
         return _PLANS[key]
     cfg = candidate_config(t, c, base)
     shapes = matrix_shapes(t, c)
-    n_dense = structure_params(t, c)
-    _PLANS[key] = plan = hyb.allocate(
-        shapes,
-        t.params,
-        cfg.ratio,
-        hybrid=cfg.hybrid_share,
-        pattern=cfg.pattern,
-        block_size=cfg.block_size,
-        embedding_scale=cfg.embedding_scale,
-        fixed_params=n_dense - sum(r * k for r, k in shapes.values()),
-    )
+    from ladabert.pipeline.build import allocation
+
+    fixed = structure_params(t, c) - sum(r * k for r, k in shapes.values())
+    _PLANS[key] = plan = allocation(cfg, shapes, t.params, fixed, cfg.ratio)
     return plan
 
 

@@ -76,6 +76,22 @@ def _distill_only(teacher: nn.Module, config: CompressConfig) -> StudentPlan:
     return StudentPlan(student, {}, None)
 
 
+def allocation(
+    config: CompressConfig, shapes: dict[str, tuple[int, int]], n_teacher: int, fixed: int, ratio: float
+) -> hyb.CompressionPlan:
+    """The hybrid plan of ``config``'s method, pattern and budget split for matrices ``shapes`` at ``ratio``."""
+    return hyb.allocate(
+        shapes,
+        n_teacher,
+        ratio,
+        hybrid=config.hybrid_share,
+        pattern=config.pattern,
+        block_size=config.block_size,
+        embedding_scale=config.embedding_scale,
+        fixed_params=fixed,
+    )
+
+
 def kept_layers(
     teacher: nn.Module, config: CompressConfig, layers: list[int] | None = None
 ) -> list[int] | None:
@@ -124,16 +140,7 @@ def _allocation(
     )
 
     def plan_for(ratio: float) -> hyb.CompressionPlan:
-        return hyb.allocate(
-            shapes,
-            n_teacher,
-            ratio,
-            hybrid=config.hybrid_share,
-            pattern=config.pattern,
-            block_size=config.block_size,
-            embedding_scale=config.embedding_scale,
-            fixed_params=fixed,
-        )
+        return allocation(config, shapes, n_teacher, fixed, ratio)
 
     plan_for(config.ratio)  # fails early when the final ratio is out of reach
     return dense, schedule, plan_for
