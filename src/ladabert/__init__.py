@@ -13,6 +13,8 @@ The user's verbs and types (imports are lazy, so ``import ladabert`` is cheap)::
 
 In memory: ``L.compress_model(teacher, tokenizer, train, dev, config)`` returns the student module, and
 ``L.build_student(teacher, config)`` builds the student's shapes without training.
+``L.search_shape(L.CompressConfig(latency_budget=3.0), "runs/teacher")`` returns the shape (and search
+record) a latency budget gets, without training.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _LAZY = {
     "evaluate": "ladabert.pipeline.teacher",
     "compress": "ladabert.pipeline.compress",
     "compress_model": "ladabert.pipeline.compress",
+    "search_shape": "ladabert.pipeline.compress",
     "build_student": "ladabert.pipeline.build",
     "export": "ladabert.export",  # the callable package (see its docstring)
     "benchmark": "ladabert.bench.latency",

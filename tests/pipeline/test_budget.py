@@ -290,3 +290,18 @@ def test_shapes_at_a_fixed_ratio_reach_it_exactly():
     for c in grid[::7]:
         assert c.ratio_factor >= 1
         assert B.candidate_plan(t, c, base).ratio == pytest.approx(3.0, rel=0.02)
+
+
+def test_search_shape_gives_the_shape_without_training(tmp_path, tiny_teacher, synthetic_glue, monkeypatch):
+    import ladabert as L
+    from ladabert.pipeline import harness
+
+    def no_training(*a, **k):
+        raise AssertionError("search_shape trains nothing")
+
+    monkeypatch.setattr(harness, "train", no_training)
+    record = L.search_shape(budget_cfg(latency_budget=50.0), tiny_teacher, data_dir=synthetic_glue)
+    assert record["measured_ms"] <= record["target_ms"] and record["config"]["latency_budget"] is None
+    assert set(record["chosen"]) == {"layers", "heads", "ffn", "ratio_factor"}
+    with pytest.raises(LadaBertError, match="needs a latency budget"):
+        L.search_shape(budget_cfg(latency_budget=None), tiny_teacher, data_dir=synthetic_glue)

@@ -388,6 +388,53 @@ def _check_labels(path: str, tcfg: Any, task: Any, files: DataFiles | None) -> N
     )
 
 
+def _teacher_and_data(config: CompressConfig, teacher: str | os.PathLike, data_dir: Any) -> tuple:
+    """The teacher's path and the data, checked against each other before any model is loaded."""
+    if config.latency_budget is not None:
+        check_budget_settings(config)
+    path, tcfg = _load_teacher(teacher, config)
+    files = DataFiles.from_config(config)
+    if files is None:  # a GLUE task's label count is known before any data is read
+        _check_labels(path, tcfg, get_task(config.task), None)
+    # Data files are read with the teacher's label names, so that label ids mean what the teacher learnt.
+    names = model_label_names(tcfg) if files is not None else False
+    task, train_split, dev = load_task_data(config, data_dir, label_names=names)
+    _check_labels(path, tcfg, task, files)
+    return path, files, task, train_split, dev
+
+
+def search_shape(
+    config: CompressConfig, teacher: str | os.PathLike, data_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The latency search of :func:`compress` alone: the shape ``config.latency_budget`` gets, and the
+    search record (every timed shape, the latency model, the proxy), without training; nothing is written.
+
+    Raises:
+        LadaBertError: no budget in ``config``, or the budget is out of reach (as in :func:`compress`).
+    """
+    from ladabert.pipeline.student import load_classifier
+
+    if config.latency_budget is None:
+        raise LadaBertError("search_shape needs a latency budget (latency_budget in milliseconds)")
+    path, _, _, train_split, _ = _teacher_and_data(config, teacher, data_dir)
+    model = load_classifier(path).eval()
+    tokenizer = load_tokenizer_from(path)
+    with tempfile.TemporaryDirectory(prefix="ladabert-search-") as tmp:
+        search = _BudgetSearch(config, model, Path(tmp))
+        train_ds = tokenize(train_split, tokenizer, config.max_length)
+        stats = None
+        if config.data_aware:
+            stats = calibration_stats(
+                model,
+                train_ds,
+                make_collator(tokenizer),
+                config.calibration_samples,
+                config.seed,
+                tokenizer.all_special_ids,
+            )
+        return search.run(train_ds, make_collator(tokenizer), stats)
+
+
 def compress(
     config: CompressConfig,
     teacher: str | os.PathLike,
@@ -415,16 +462,7 @@ def compress(
 
     from ladabert.pipeline.student import load_classifier
 
-    if config.latency_budget is not None:
-        check_budget_settings(config)
-    path, tcfg = _load_teacher(teacher, config)
-    files = DataFiles.from_config(config)
-    if files is None:  # a GLUE task's label count is known before any data is read
-        _check_labels(path, tcfg, get_task(config.task), None)
-    # Data files are read with the teacher's label names, so that label ids mean what the teacher learnt.
-    names = model_label_names(tcfg) if files is not None else False
-    task, train_split, dev = load_task_data(config, data_dir, label_names=names)
-    _check_labels(path, tcfg, task, files)
+    path, files, task, train_split, dev = _teacher_and_data(config, teacher, data_dir)
     inputs = [path, config.train_file, config.validation_file, data_dir]
     out, work_dir = prepare_output(out, overwrite, inputs)
     with output_lock(out):
