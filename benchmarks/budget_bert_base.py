@@ -1,17 +1,15 @@
-"""BERT-base shape: a student of a given ratio whose shape the latency search picks, against BERT-base.
+"""BERT-base shape: the shapes the latency search chose, at a fixed ratio, against BERT-base.
 
-    python -m benchmarks.budget_bert_base                    # ratio 10, budget = BERT-base fastest / 4
-    python -m benchmarks.budget_bert_base --ratio 10 --speedup 4 --backends ort-int8 openvino-int8
+    python -m benchmarks.frontier --teacher runs/teacher-sst2 --search-only    # the searched shapes
+    python -m benchmarks.budget_bert_base                                      # ratio 10, batch 1 and 8
 
-Random weights throughout (``BertConfig()``; latency does not depend on values):
-
-1. BERT-base is exported and timed on every backend at batch 1: its fastest backend and latency set the
-   budget, ``fastest / --speedup``, on that backend;
-2. the latency search of ``ladabert compress --latency-budget`` runs over the shapes whose compression
-   ratio is exactly ``--ratio`` (``ladabert.pipeline.budget.at_ratio``); with random weights its proxy
-   sees weights only, so it stands for "keep as much structure as the budget allows";
-3. the chosen student, this project's ``student-<R>x`` and ``narrow-<R>x`` and BERT-base are timed in one
-   interleaved run on every backend at batch 1 and 8; each on its fastest backend against BERT-base's.
+Each shape of ``benchmarks/results/frontier_sst2_search.json`` (chosen by the search for the all-MiniLM
+teacher at a budget) is carried over to BERT-base as shares: layers, heads and FFN neurons kept of the
+teacher's. The compression ratio is then fixed at ``--ratio`` (the ratio factor makes up what the
+structure does not give, with this project's BERT-base students' pattern, ``rank``, and SVD share 0.5).
+Random weights throughout (``BertConfig()``; latency does not depend on values). Every model is timed in
+one interleaved run on every backend at batch 1 and 8, with BERT-base, ``student-<R>x`` and
+``narrow-<R>x``; each model on its fastest backend against BERT-base's fastest.
 
 Writes ``benchmarks/results/budget_bert_base.{json,md}``.
 """
@@ -23,76 +21,71 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import save_results
+from benchmarks._common import RESULTS, save_results
+
+
+def carried_over(shape: dict, source: dict, target, ratio: float):  # noqa: ANN001, ANN201
+    """``shape`` (of a teacher with config ``source``) as a candidate of BERT-base config ``target`` at
+    ``ratio``: the same kept shares, FFN widths in multiples of 16."""
+    from ladabert.pipeline import budget as B
+
+    layers = max(1, round(shape["layers"] / source["num_hidden_layers"] * target.config.num_hidden_layers))
+    heads = max(1, round(shape["heads"] / source["num_attention_heads"] * target.config.num_attention_heads))
+    ffn = max(
+        16, round(shape["ffn"] / source["intermediate_size"] * target.config.intermediate_size / 16) * 16
+    )
+    structural = target.params / B.structure_params(target, B.Candidate(layers, heads, ffn, 1.0))
+    return B.Candidate(layers, heads, ffn, round(max(1.0, ratio / structural), 6))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ratio", type=float, default=10.0)
-    p.add_argument("--speedup", type=float, default=4.0, help="budget = BERT-base's fastest / this")
+    p.add_argument("--searches", default=str(RESULTS / "frontier_sst2_search.json"))
     p.add_argument("--backends", nargs="+", default=None, help="default: every installed ONNX backend")
     p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--search-timings", type=int, default=12)
     p.add_argument("--name", default="budget_bert_base")
     args = p.parse_args(argv)
+    searches = json.loads(Path(args.searches).read_text())
 
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import AutoConfig, BertConfig
 
     from ladabert import CompressConfig
     from ladabert.bench.latency import bert_base_students, best_backends, measure, model_runners
     from ladabert.config import GATE_BACKENDS
     from ladabert.export.runtime import openvino_available
     from ladabert.pipeline import budget as B
+    from ladabert.pipeline.hybrid import count_parameters
 
     torch.set_num_threads(2)
     backends = args.backends or [
         b for b in GATE_BACKENDS if openvino_available() or not b.startswith("openvino")
     ]
-    torch.manual_seed(0)
-    base = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
-    vocab = base.config.vocab_size
+    source = AutoConfig.from_pretrained(searches["teacher"]).to_dict()
+    models = bert_base_students([args.ratio], "rank", 0.5, (0.167, 0.167))
+    base = models["bert-base"][1]
+    cfg = CompressConfig(pattern="rank", hybrid=0.5, data_aware=False)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        first = measure(
-            model_runners("bert-base", 1.0, base, work, backends, 2, vocab), [1], [128], 20, 3, vocab
-        )
-        ref = min(first, key=lambda r: r["median_ms"])
-        cfg = CompressConfig(
-            latency_budget=ref["median_ms"] / args.speedup,
-            latency_backend=ref["backend"],
-            search_timings=args.search_timings,
-            pattern="rank",
-            hybrid=0.5,
-            data_aware=False,
-        )
-        timer = B.CandidateTimer(base.config, cfg, work)
-        gen = torch.Generator().manual_seed(0)
-        batches = [
-            {
-                "input_ids": torch.randint(1000, 20000, (16, 64), generator=gen),
-                "attention_mask": torch.ones(16, 64, dtype=torch.long),
-            }
-            for _ in range(2)
-        ]
-        proxy = B.Proxy(base, None, batches)
-        grid = B.at_ratio(timer.teacher, cfg, args.ratio)
-        record = B.search(proxy, timer, cfg, grid=grid)
-        chosen = timer.student(B.Candidate(**record["chosen"]))
-        models = bert_base_students([args.ratio], "rank", 0.5, (0.167, 0.167))
-        models[f"searched-{args.ratio:g}x"] = (args.ratio, chosen)
+        timer = B.CandidateTimer(BertConfig(num_labels=2), cfg, Path(tmp))
+        shapes = {}
+        for row in searches["rows"]:
+            cand = carried_over(row["chosen"], source, timer.teacher, args.ratio)
+            name = f"searched-{row['model']}-{args.ratio:g}x"
+            shapes[name] = {"from": row["chosen"], "bert_base": cand.to_dict()}
+            student = timer.student(cand)
+            n = count_parameters(student)["total"]
+            shapes[name]["ratio"] = timer.teacher.params / n
+            models[name] = (shapes[name]["ratio"], student)
         runners = []
         for name, (ratio, model) in models.items():
-            runners += model_runners(name, ratio, model, work, backends, 2, vocab)
-        rows = measure(runners, [1, 8], [128], args.rounds, 3, vocab)
-    best = best_backends(rows)
-    search = {k: v for k, v in record.items() if k != "config"}
+            runners += model_runners(name, ratio, model, Path(tmp), backends, 2, base.config.vocab_size)
+        rows = measure(runners, [1, 8], [128], args.rounds, 3, base.config.vocab_size)
     data = {
         "settings": {**vars(args), "backends": backends},
-        "bert_base_fastest_b1": {"backend": ref["backend"], "ms": ref["median_ms"]},
-        "search": search,
+        "shapes": shapes,
         "rows": rows,
-        "best": best,
+        "best": best_backends(rows),
     }
     path = save_results(f"{args.name}.json", data)
     render(path)
@@ -102,22 +95,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(path: Path) -> None:
     d = json.loads(path.read_text())
-    s = d["search"]
-    c = s["chosen"]
     m = d.get("machine", {})
     lines = [
-        f"Search at ratio {d['settings']['ratio']:g}, budget {s['budget_ms']:.2f} ms on {s['backend']} at batch "
-        f"{s['batch']} x seq {s['seq']} (BERT-base's fastest / {d['settings']['speedup']:g}): "
-        f"{c['layers']} layers, {c['heads']} heads, FFN {c['ffn']}, ratio factor {c['ratio_factor']:g}; "
-        f"{s['measured_ms']:.2f} ms in the search, {len(s['timed'])} of {s['candidates']} shapes timed "
-        f"({s['search_s']:.0f} s). {m.get('cpu', '?')}, {m.get('cores', '?')} cores, 2 threads.",
+        f"BERT-base shape, random weights, ratio {d['settings']['ratio']:g}; {m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores, 2 threads, seq 128, interleaved medians of one run.",
         "",
-        "| model | batch | fastest backend | median ms | vs BERT-base fastest |",
-        "|---|---|---|---|---|",
+        "| model | shape (layers/heads/FFN/ratio factor) | ratio | batch | fastest backend | median ms | vs BERT-base fastest |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b in d["best"]:
+        s = d["shapes"].get(b["model"], {}).get("bert_base")
+        shape = f"{s['layers']}/{s['heads']}/{s['ffn']}/{s['ratio_factor']:g}" if s else "-"
         lines.append(
-            f"| {b['model']} | {b['batch']} | {b['backend']} | {b['median_ms']:.2f} | "
+            f"| {b['model']} | {shape} | {b['ratio']:.2f}x | {b['batch']} | {b['backend']} | {b['median_ms']:.2f} | "
             f"{b['speedup_vs_bert_base_fastest']:.2f}x |"
         )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@ today's default and narrow students, each model on its fastest backend.
 
     python -m benchmarks.frontier --teacher runs/teacher-sst2                       # budgets: fastest / 1.5 2 3 4 6
     python -m benchmarks.frontier --teacher runs/teacher-sst2 --divisors 2 3 --max-steps 1500
+    python -m benchmarks.frontier --teacher runs/teacher-sst2 --search-only   # shapes only, no training
 
 Steps (each one skipped when its output exists, so a killed run continues where it stopped):
 
@@ -17,6 +18,10 @@ Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accurac
 accuracy, and the bundle's ORT int8 one), latency per backend, fastest backend, speedup over the teacher's
 fastest, and for budget students the budget, the searched shape, the search's proxy and whether the final
 measurement is within the budget. The proxy is set beside the trained accuracy (rank correlation).
+
+``--search-only`` stops after step 1 and the latency search of every budget
+(:func:`ladabert.search_shape`): ``benchmarks/results/frontier_sst2_search.{json,md}`` with each budget's
+shape, measured latency, proxy and search cost (``benchmarks.budget_bert_base`` reads the shapes).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rounds", type=int, default=40, help="interleaved rounds of the final timing")
     p.add_argument("--name", default="frontier_sst2")
+    p.add_argument("--search-only", action="store_true", help="search the budgets' shapes, train nothing")
     args = p.parse_args(argv)
 
     from ladabert import CompressConfig, compress
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             latency_seq=args.seq,
         )
         students[f"budget-{d:g}x"] = (work / f"budget-{d:g}x", {"divisor": d, "config": cfg})
+    if args.search_only:
+        return _searches(args, students, teacher, ref)
     for name in args.compare:
         students[name] = (work / name, {"config": CompressConfig(**base, **COMPARE[name])})
     for name, (out, info) in students.items():
@@ -186,6 +194,57 @@ def main(argv: list[str] | None = None) -> int:
     render(path)
     print(f"-> {path}")
     return 0
+
+
+def _searches(args: argparse.Namespace, students: dict, teacher: Path, ref: dict) -> int:
+    from ladabert import search_shape
+
+    rows = []
+    for name, (_, info) in students.items():
+        path = Path(args.work) / f"search-{name}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+        else:
+            print(f"{name}: searching")
+            record = search_shape(info["config"], teacher, data_dir=args.data_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1))
+        rows.append(
+            {"model": name, "divisor": info["divisor"], **{k: v for k, v in record.items() if k != "config"}}
+        )
+    data = {
+        "task": "sst2",
+        "teacher": str(teacher),
+        "teacher_fastest": {k: ref[k] for k in ("backend", "median_ms", "batch", "seq")},
+        "rows": rows,
+        "settings": vars(args),
+    }
+    path = save_results(f"{args.name}_search.json", data)
+    render_search(path)
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+def render_search(path: Path) -> None:
+    d = json.loads(path.read_text())
+    t = d["teacher_fastest"]
+    m = d.get("machine", {})
+    lines = [
+        f"Teacher fastest: {t['backend']} {t['median_ms']:.2f} ms at batch {t['batch']} x seq {t['seq']}; "
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, 2 threads.",
+        "",
+        "| budget | ms | shape (layers/heads/FFN/ratio factor) | kept layers | measured ms | predicted ms | proxy | "
+        "shapes timed | search s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["rows"]:
+        c = r["chosen"]
+        lines.append(
+            f"| teacher / {r['divisor']:g} | {r['budget_ms']:.2f} | {c['layers']}/{c['heads']}/{c['ffn']}/"
+            f"{c['ratio_factor']:g} | {r['kept_layers']} | {r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | "
+            f"{r['proxy']['proxy']:.3f} | {len(r['timed'])} of {r['candidates']} | {r['search_s']:.0f} |"
+        )
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def table(d: dict) -> list[str]:

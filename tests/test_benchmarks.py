@@ -337,3 +337,21 @@ def test_frontier_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
     assert main(["--teacher", str(tmp_path / "none"), "--work", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "ladabert finetune" in err and not (tmp_path / "w").exists()
+
+
+def test_searched_shapes_carry_over_to_bert_base_as_shares_at_the_ratio():
+    import torch
+    from benchmarks.budget_bert_base import carried_over
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ladabert.pipeline import budget as B
+
+    with torch.device("meta"):
+        bert_base = B.Teacher.of(BertForSequenceClassification(BertConfig(num_labels=2)))
+    source = {"num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536}
+    c = carried_over({"layers": 3, "heads": 6, "ffn": 384}, source, bert_base, 10.0)
+    assert (c.layers, c.heads, c.ffn) == (6, 6, 768) and c.ratio_factor > 1
+    structural = bert_base.params / B.structure_params(bert_base, B.Candidate(6, 6, 768, 1.0))
+    assert structural * c.ratio_factor == pytest.approx(10.0, rel=1e-5)
+    # A shape that alone exceeds the ratio keeps every weight of its structure.
+    assert carried_over({"layers": 1, "heads": 1, "ffn": 96}, source, bert_base, 2.0).ratio_factor == 1.0
