@@ -247,15 +247,19 @@ def render() -> str:
 
 
 def frontier_block(path: Path) -> str:
-    """A frontier run's table (from its JSON) and plot, for docs/latency-budgets.md."""
-    from benchmarks.frontier import render
-
-    render(path)  # the .md and .png beside the JSON, from the JSON
-    return (
-        f"`{path.name}`:\n\n"
-        + path.with_suffix(".md").read_text().strip()
-        + f"\n\n![accuracy vs latency](../benchmarks/results/{path.with_suffix('.png').name})"
-    )
+    """A frontier run's table (from its JSON) and plot, a search-only run's table, or the BERT-base
+    carry-over table, for docs/latency-budgets.md."""
+    if path.name.startswith("budget_bert_base"):
+        from benchmarks.budget_bert_base import render
+    elif path.stem.endswith("_search"):
+        from benchmarks.frontier import render_search as render
+    else:
+        from benchmarks.frontier import render
+    render(path)  # the .md (and .png) beside the JSON, from the JSON
+    text = f"`{path.name}`:\n\n" + path.with_suffix(".md").read_text().strip()
+    if path.with_suffix(".png").is_file():
+        text += f"\n\n![accuracy vs latency](../benchmarks/results/{path.with_suffix('.png').name})"
+    return text
 
 
 def replace_block(path: Path, block: str) -> None:
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
         replace_block(CI_DOC, "\n\n".join(render_power(json.loads(p.read_text()), p.name) for p in powers))
         updated.append(CI_DOC)
-    frontiers = sorted(RESULTS.glob("frontier_*.json"))
+    frontiers = sorted(RESULTS.glob("frontier_*.json")) + sorted(RESULTS.glob("budget_bert_base*.json"))
     if frontiers:
         replace_block(BUDGET_DOC, "\n\n".join(frontier_block(p) for p in frontiers))
         updated.append(BUDGET_DOC)
