@@ -179,6 +179,9 @@ def test_compress_to_a_budget_keeps_its_promise_and_records_it(tmp_path, tiny_te
     assert search["measured_ms"] <= search["target_ms"] == pytest.approx(budget_ms * 0.9)
     assert 2 <= len(search["timed"]) <= 8 and search["candidates"] > 50
     chosen = search["chosen"]
+    # The asked settings are what a rerun compares with; the searched ones are kept beside them.
+    assert m["config"]["latency_budget"] == budget_ms and m["config"]["keep_ffn"] == 1.0
+    assert m["trained_config"]["keep_ffn"] == pytest.approx(chosen["ffn"] / 96)
     section = json.loads((out / "config.json").read_text())["ladabert"]
     assert (
         section["latency_budget"]["chosen"] == chosen and section["latency_budget"]["budget_ms"] == budget_ms

@@ -358,7 +358,9 @@ def compress_model(
         "train_examples": len(train_split),
         "eval_examples": len(dev_split),
         "schedule": built.schedule.targets() if built.schedule else [],
-        "config": config.to_dict(),
+        # What was asked (a rerun with it reuses or resumes this run); with a budget, what the search set too.
+        "config": asked.to_dict(),
+        **({"trained_config": config.to_dict()} if searched else {}),
         **({"latency_search": {k: v for k, v in searched.items() if k != "config"}} if searched else {}),
     }
     return student, metrics
