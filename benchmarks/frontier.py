@@ -212,16 +212,17 @@ def _searches(args: argparse.Namespace, students: dict, teacher: Path, ref: dict
         rows.append(
             {"model": name, "divisor": info["divisor"], **{k: v for k, v in record.items() if k != "config"}}
         )
-    data = {
-        "task": "sst2",
-        "teacher": str(teacher),
-        "teacher_fastest": {k: ref[k] for k in ("backend", "median_ms", "batch", "seq")},
-        "rows": rows,
-        "settings": vars(args),
-    }
-    path = save_results(f"{args.name}_search.json", data)
-    render_search(path)
-    print(path.with_suffix(".md").read_text())
+        data = {
+            "task": "sst2",
+            "teacher": str(teacher),
+            "teacher_fastest": {k: ref[k] for k in ("backend", "median_ms", "batch", "seq")},
+            "rows": rows,
+            "settings": vars(args),
+        }
+        # Written after every search, so that the budgets searched so far are on file.
+        out = save_results(f"{args.name}_search.json", data)
+        render_search(out)
+    print(out.with_suffix(".md").read_text())
     return 0
 
 
