@@ -30,6 +30,13 @@ def read_teacher_metrics(teacher: str, task: str, tool: str) -> dict[str, Any] |
     return None
 
 
+def publish(name: str, data: dict[str, Any], render: Any) -> Path:
+    """:func:`save_results`, then ``render(path)`` (the .md and plots beside the JSON); returns the path."""
+    path = save_results(name, data)
+    render(path)
+    return path
+
+
 def save_results(name: str, data: dict[str, Any], results: Path | None = None) -> Path:
     """Write ``data`` plus machine, versions and git sha to ``<results>/<name>`` atomically."""
     env = run_environment()

@@ -21,7 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import RESULTS, save_results
+from benchmarks._common import RESULTS, publish
 
 
 def carried_over(shape: dict, source: dict, target, ratio: float):  # noqa: ANN001, ANN201
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "best": best_backends(rows),
     }
-    path = save_results(f"{args.name}.json", data)
-    render(path)
+    path = publish(f"{args.name}.json", data, render)
     print(path.with_suffix(".md").read_text())
     return 0
 

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import save_results
+from benchmarks._common import publish
 
 COMPARE = {
     "default": {"ratio": 5.0},
@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "timing_rows": rows,
     }
-    path = save_results(f"{args.name}.json", data)
-    render(path)
+    path = publish(f"{args.name}.json", data, render)
     print(f"-> {path}")
     return 0
 
@@ -220,8 +219,7 @@ def _searches(args: argparse.Namespace, students: dict, teacher: Path, ref: dict
             "settings": vars(args),
         }
         # Written after every search, so that the budgets searched so far are on file.
-        out = save_results(f"{args.name}_search.json", data)
-        render_search(out)
+        out = publish(f"{args.name}_search.json", data, render_search)
     print(out.with_suffix(".md").read_text())
     return 0
 

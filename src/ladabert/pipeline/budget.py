@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +205,17 @@ def candidate_config(t: Teacher, c: Candidate, base: CompressConfig) -> Compress
 
 def candidate_plan(t: Teacher, c: Candidate, base: CompressConfig) -> hyb.CompressionPlan:
     """The compression plan (ranks, sparsities) that ``c`` gets, from shapes alone."""
-    key = (c, id(base))
+    # Keyed by the teacher and the settings the plan depends on (not by object identity, which Python reuses).
+    key = (
+        c,
+        t.params,
+        t.config.hidden_size,
+        base.method,
+        base.pattern,
+        base.hybrid,
+        base.block_size,
+        base.embedding_scale,
+    )
     if key in _PLANS:
         return _PLANS[key]
     cfg = candidate_config(t, c, base)
@@ -218,7 +227,7 @@ def candidate_plan(t: Teacher, c: Candidate, base: CompressConfig) -> hyb.Compre
     return plan
 
 
-_PLANS: dict[tuple[Candidate, int], hyb.CompressionPlan] = {}  # features and proxy ask for the same plans
+_PLANS: dict[tuple, hyb.CompressionPlan] = {}  # features and proxy ask for the same plans
 
 
 def _exported_rank(m: hyb.MatrixPlan, align: int = 32, max_growth: float = 0.25) -> int | None:
@@ -605,7 +614,3 @@ def calibration_batches(
         b = collator([train_ds[i] for i in order[j : j + 32]])
         batches.append({k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
     return batches
-
-
-def new_workdir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="ladabert-search-")
