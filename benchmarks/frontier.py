@@ -9,10 +9,15 @@ Steps (each one skipped when its output exists, so a killed run continues where 
 
 1. the teacher is exported (``runs/frontier/teacher-onnx``) and timed on every backend at the budget's
    batch and length: its fastest backend and latency set the budgets, ``fastest / divisor``;
+   (kept in ``teacher-fastest.json``, so that a resumed run keeps its budgets);
 2. one ``ladabert compress --latency-budget`` student per budget, on that backend, and the comparison
    students (``--compare``: ``default`` = the 5x student of the results tables, ``narrow`` = the same with
    a sixth of the heads and FFN neurons), all with the same ``--max-steps``; each exported;
-3. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8.
+3. for each divisor of ``--distill-only`` (default: every budget), a distill-only student of the same
+   latency: every layer, randomly initialised, the widest hidden size whose exported random-weight graph
+   measures within the budget less the search's margin on the budget's backend (bisection over the widths
+   distill-only can take; kept in ``distill-only-<d>x.match.json``), distilled with the same steps;
+4. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8.
 
 Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
 accuracy, and the bundle's ORT int8 one), latency per backend, fastest backend, speedup over the teacher's
@@ -27,6 +32,7 @@ shape, measured latency, proxy and search cost (``benchmarks.budget_bert_base`` 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -69,6 +75,98 @@ def _time(bundles: list[Path], backends: list[str], batches: list[int], seq: int
     return measure(runners, batches, [seq], rounds, 3, vocab)
 
 
+def _teacher_fastest(work: Path, bundle: Path, backends: list[str], args: argparse.Namespace) -> dict:
+    """The teacher's fastest backend at the budgets' batch and length, timed once per work folder."""
+    path = work / "teacher-fastest.json"
+    if path.is_file():
+        ref = json.loads(path.read_text())
+        if (ref["batch"], ref["seq"]) == (args.batch, args.seq):
+            return ref
+    ref = _fastest(_time([bundle], backends, [args.batch], args.seq, args.rounds), bundle.name, args.batch)
+    path.write_text(json.dumps(ref, indent=1))
+    return ref
+
+
+def _distill_only_match(
+    teacher: Path, budget_ms: float, margin: float, backend: str, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    """The widest distill-only student of ``teacher`` whose exported graph (random weights: latency does
+    not depend on values) measures within ``budget_ms`` less ``margin`` on ``backend``, the target a budget
+    student's search has; bisection over hidden sizes, which distill-only takes in steps of the teacher's
+    head count. Kept beside ``out`` for resumed runs."""
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    from ladabert import CompressConfig
+    from ladabert.bench.latency import calibration_feeds, export_graphs, median_ms, onnx_runner, random_feeds
+    from ladabert.errors import LadaBertError
+    from ladabert.pipeline.build import build_student, count_all
+
+    path = out.with_name(out.name + ".match.json")
+    if path.is_file():
+        return json.loads(path.read_text())
+    tcfg = AutoConfig.from_pretrained(teacher)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tcfg).eval()
+    n = count_all(model)
+    step = tcfg.num_attention_heads
+    widths = list(range(step, tcfg.hidden_size + 1, step))
+    feeds = random_feeds(args.batch, args.seq, tcfg.vocab_size, seed=0)
+    calib = calibration_feeds(tcfg.vocab_size)
+    timed: dict[int, dict[str, float]] = {}
+    target_ms = budget_ms * (1 - margin)
+
+    def ratio_of(width: int) -> float:
+        cfg = copy.deepcopy(tcfg)
+        cfg.hidden_size, cfg.intermediate_size = (
+            width,
+            round(width * tcfg.intermediate_size / tcfg.hidden_size),
+        )
+        with torch.device("meta"):
+            return n / count_all(BertForSequenceClassification(cfg))
+
+    def ms(width: int) -> float:
+        ratio = round(ratio_of(width), 4)
+        with torch.inference_mode():
+            student = build_student(model, CompressConfig(method="distill-only", ratio=ratio))
+        assert student.config.hidden_size == width, (student.config.hidden_size, width)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = export_graphs(student, Path(tmp), f"w{width}", int8=backend == "ort-int8")
+            timed[width] = {"ratio": ratio, "ms": median_ms(onnx_runner(paths, backend, 2, calib), feeds)}
+        print(f"distill-only hidden {width} (ratio {ratio:g}): {timed[width]['ms']:.2f} ms on {backend}")
+        return timed[width]["ms"]
+
+    # the widest width within the target; latency grows with width
+    lo, hi = 0, len(widths) - 1
+    if ms(widths[lo]) > target_ms:
+        raise LadaBertError(
+            f"the narrowest distill-only student measures {timed[widths[lo]]['ms']:.2f} ms on {backend}, above "
+            f"{target_ms:.2f} ms; leave this divisor out of --distill-only"
+        )
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ms(widths[mid]) <= target_ms:
+            lo = mid
+        else:
+            hi = mid - 1
+    w = widths[lo]
+    match = {
+        "budget_ms": budget_ms,
+        "margin": margin,
+        "target_ms": target_ms,
+        "backend": backend,
+        "hidden_size": w,
+        "ratio": timed[w]["ratio"],
+        "measured_ms": timed[w]["ms"],
+        "timed": {str(k): v for k, v in sorted(timed.items())},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(match, indent=1))
+    return match
+
+
 def _fastest(rows: list[dict], model: str, batch: int) -> dict:
     return min((r for r in rows if r["model"] == model and r["batch"] == batch), key=lambda r: r["median_ms"])
 
@@ -80,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="runs/frontier", help="where students and bundles are written")
     p.add_argument("--divisors", type=float, nargs="+", default=[1.5, 2, 3, 4, 6])
     p.add_argument("--compare", nargs="*", default=list(COMPARE), choices=list(COMPARE))
+    p.add_argument(
+        "--distill-only",
+        type=float,
+        nargs="*",
+        default=None,
+        help="budget divisors that get a distill-only student of the same latency (default: all; none: empty)",
+    )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
@@ -90,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ladabert import CompressConfig, compress
     from ladabert.config import GATE_BACKENDS
+    from ladabert.errors import LadaBertError
     from ladabert.export.runtime import openvino_available
 
     teacher = Path(args.teacher)
@@ -103,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b for b in GATE_BACKENDS if openvino_available() or not b.startswith("openvino")]
     teacher_bundle = work / "teacher-onnx"
     _export(teacher, teacher_bundle, args.data_dir)
-    first = _time([teacher_bundle], backends, [args.batch], args.seq, args.rounds)
-    ref = _fastest(first, teacher_bundle.name, args.batch)
+    ref = _teacher_fastest(work, teacher_bundle, backends, args)
     print(
         f"teacher: fastest {ref['backend']} {ref['median_ms']:.2f} ms at batch {args.batch} x seq {args.seq}"
     )
@@ -125,6 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         return _searches(args, students, teacher, ref)
     for name in args.compare:
         students[name] = (work / name, {"config": CompressConfig(**base, **COMPARE[name])})
+    margin = CompressConfig().latency_margin
+    for d in args.divisors if args.distill_only is None else args.distill_only:
+        out = work / f"distill-only-{d:g}x"
+        try:
+            match = _distill_only_match(teacher, ref["median_ms"] / d, margin, ref["backend"], args, out)
+        except LadaBertError as e:
+            print(f"benchmarks.frontier: error: {e}", file=sys.stderr)
+            return 2
+        cfg = CompressConfig(**base, method="distill-only", ratio=match["ratio"])
+        students[out.name] = (out, {"config": cfg, "match": match})
     for name, (out, info) in students.items():
         if not (out / "metrics.json").is_file():
             print(f"{name}: compressing ({info['config'].max_steps} steps)")
@@ -157,6 +272,17 @@ def main(argv: list[str] | None = None) -> int:
             tbest = _fastest(rows, teacher_bundle.name, b)
             row[f"fastest_b{b}"] = {"backend": best["backend"], "ms": best["median_ms"]}
             row[f"speedup_b{b}"] = tbest["median_ms"] / best["median_ms"]
+        match = students.get(name, (None, {}))[1].get("match")
+        if match:
+            key = f"{match['backend']}/b{args.batch}"
+            row.update(
+                matched_budget_ms=match["budget_ms"],
+                backend=match["backend"],
+                hidden_size=match["hidden_size"],
+                match_ms=match["measured_ms"],
+                measured_ms=row["latency"].get(key),
+                within_budget=row["latency"].get(key, float("inf")) <= match["budget_ms"],
+            )
         search = metrics.get("latency_search")
         if search:
             key = f"{search['backend']}/b{search['batch']}"
@@ -256,7 +382,10 @@ def table(d: dict) -> list[str]:
     for r in d["rows"]:
         s = r.get("shape")
         shape = f"{s['layers']}/{s['heads']}/{s['ffn']}/{s['ratio_factor']:g}" if s else "-"
-        budget = f"{r['budget_ms']:.2f} ({r['backend']})" if "budget_ms" in r else "-"
+        if "hidden_size" in r:
+            shape = f"hidden {r['hidden_size']}"
+        budget_ms = r.get("budget_ms", r.get("matched_budget_ms"))
+        budget = f"{budget_ms:.2f} ({r['backend']})" if budget_ms else "-"
         measured = (
             f"{r['measured_ms']:.2f} ({'within' if r['within_budget'] else 'ABOVE'})"
             if r.get("measured_ms")
@@ -299,7 +428,7 @@ def render(path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in d["rows"]:
         kind = "budget" if "budget_ms" in r else r["model"]
-        marker = {"budget": "o", "teacher": "*", "default": "s", "narrow": "^"}.get(kind, "x")
+        marker = {"budget": "o", "teacher": "*", "default": "s", "narrow": "^"}.get(kind, "D")
         ax.scatter(
             r[f"fastest_b{b}"]["ms"], 100 * r["value"], marker=marker, s=80 if kind == "teacher" else 40
         )

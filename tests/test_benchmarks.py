@@ -355,3 +355,46 @@ def test_searched_shapes_carry_over_to_bert_base_as_shares_at_the_ratio():
     assert structural * c.ratio_factor == pytest.approx(10.0, rel=1e-5)
     # A shape that alone exceeds the ratio keeps every weight of its structure.
     assert carried_over({"layers": 1, "heads": 1, "ffn": 96}, source, bert_base, 2.0).ratio_factor == 1.0
+
+
+def test_distill_only_match_is_the_widest_within_the_target_and_is_kept(tmp_path, tiny_bert_dir, monkeypatch):
+    import argparse
+
+    from benchmarks import frontier
+
+    from ladabert.bench import latency
+    from ladabert.errors import LadaBertError
+
+    args = argparse.Namespace(batch=1, seq=16)
+    # Real exports and runners; the clock reads the hidden size, so that the bisection's answer is known.
+    widths: list[int] = []
+    real_export = latency.export_graphs
+
+    def export(model, *a, **k):
+        widths.append(model.config.hidden_size)
+        return real_export(model, *a, **k)
+
+    monkeypatch.setattr(latency, "export_graphs", export)
+    monkeypatch.setattr(latency, "median_ms", lambda run, feeds, *a, **k: float(widths[-1]))
+    out = tmp_path / "distill-only-3x"
+    match = frontier._distill_only_match(tiny_bert_dir, 20.0, 0.1, "ort-fp32", args, out)
+    step = json.loads((tiny_bert_dir / "config.json").read_text())["num_attention_heads"]
+    assert match["hidden_size"] == 18 and match["hidden_size"] % step == 0
+    assert match["target_ms"] == pytest.approx(18) and len(match["timed"]) < 8  # bisection over 16 widths
+    # The recorded ratio builds that width.
+    from transformers import BertForSequenceClassification
+
+    from ladabert.pipeline.build import build_student
+
+    student = build_student(
+        BertForSequenceClassification.from_pretrained(tiny_bert_dir),
+        CompressConfig(method="distill-only", ratio=match["ratio"]),
+    )
+    assert student.config.hidden_size == match["hidden_size"]
+    # Kept for a resumed run: nothing is timed again.
+    monkeypatch.setattr(latency, "export_graphs", None)
+    assert frontier._distill_only_match(tiny_bert_dir, 20.0, 0.1, "ort-fp32", args, out) == match
+    with pytest.raises(LadaBertError, match="narrowest distill-only student measures"):
+        monkeypatch.setattr(latency, "export_graphs", export)
+        frontier._distill_only_match(tiny_bert_dir, 1.0, 0.1, "ort-fp32", args, tmp_path / "d-6x")
+    assert not (tmp_path / "d-6x.match.json").exists()
