@@ -167,6 +167,12 @@ def _distill_only_match(
     return match
 
 
+def _on_budget(row: dict, backend: str, batch: int, budget_ms: float) -> dict[str, Any]:
+    """A row's final latency on its budget's backend and batch, and whether it is within the budget."""
+    ms = row["latency"].get(f"{backend}/b{batch}")
+    return {"backend": backend, "measured_ms": ms, "within_budget": ms is not None and ms <= budget_ms}
+
+
 def _fastest(rows: list[dict], model: str, batch: int) -> dict:
     return min((r for r in rows if r["model"] == model and r["batch"] == batch), key=lambda r: r["median_ms"])
 
@@ -274,26 +280,20 @@ def main(argv: list[str] | None = None) -> int:
             row[f"speedup_b{b}"] = tbest["median_ms"] / best["median_ms"]
         match = students.get(name, (None, {}))[1].get("match")
         if match:
-            key = f"{match['backend']}/b{args.batch}"
             row.update(
+                _on_budget(row, match["backend"], args.batch, match["budget_ms"]),
                 matched_budget_ms=match["budget_ms"],
-                backend=match["backend"],
                 hidden_size=match["hidden_size"],
                 match_ms=match["measured_ms"],
-                measured_ms=row["latency"].get(key),
-                within_budget=row["latency"].get(key, float("inf")) <= match["budget_ms"],
             )
         search = metrics.get("latency_search")
         if search:
-            key = f"{search['backend']}/b{search['batch']}"
             row.update(
+                _on_budget(row, search["backend"], search["batch"], search["budget_ms"]),
                 budget_ms=search["budget_ms"],
-                backend=search["backend"],
                 shape=search["chosen"],
                 proxy=search["proxy"]["proxy"],
                 search_ms=search["measured_ms"],
-                measured_ms=row["latency"].get(key),
-                within_budget=row["latency"].get(key, float("inf")) <= search["budget_ms"],
                 timed=len(search["timed"]),
                 search_s=search["search_s"],
             )
