@@ -87,6 +87,22 @@ def _teacher_fastest(work: Path, bundle: Path, backends: list[str], args: argpar
     return ref
 
 
+def _recorded_budget(student: Path) -> float | None:
+    """The budget a budget student was searched for, once its search is on record: a distill-only student
+    matches that latency even when a later run's teacher timing differs slightly."""
+    from ladabert.pipeline.compress import SEARCH_FILE
+    from ladabert.pipeline.harness import checkpoint_dir_for
+
+    for path, key in (
+        (student / "metrics.json", "latency_search"),
+        (checkpoint_dir_for(student) / SEARCH_FILE, None),
+    ):
+        if path.is_file():
+            record = json.loads(path.read_text())
+            return (record[key] if key else record)["budget_ms"]
+    return None
+
+
 def _distill_only_match(
     teacher: Path, budget_ms: float, margin: float, backend: str, args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
@@ -239,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     margin = CompressConfig().latency_margin
     for d in args.divisors if args.distill_only is None else args.distill_only:
         out = work / f"distill-only-{d:g}x"
+        budget = _recorded_budget(work / f"budget-{d:g}x") or ref["median_ms"] / d
         try:
-            match = _distill_only_match(teacher, ref["median_ms"] / d, margin, ref["backend"], args, out)
+            match = _distill_only_match(teacher, budget, margin, ref["backend"], args, out)
         except LadaBertError as e:
             print(f"benchmarks.frontier: error: {e}", file=sys.stderr)
             return 2

@@ -398,3 +398,17 @@ def test_distill_only_match_is_the_widest_within_the_target_and_is_kept(tmp_path
         monkeypatch.setattr(latency, "export_graphs", export)
         frontier._distill_only_match(tiny_bert_dir, 1.0, 0.1, "ort-fp32", args, tmp_path / "d-6x")
     assert not (tmp_path / "d-6x.match.json").exists()
+
+
+def test_distill_only_students_match_the_budget_on_record(tmp_path):
+    from benchmarks.frontier import _recorded_budget
+
+    student = tmp_path / "budget-3x"
+    assert _recorded_budget(student) is None
+    ckpt = tmp_path / "budget-3x.checkpoints"
+    ckpt.mkdir()
+    (ckpt / "latency_search.json").write_text(json.dumps({"budget_ms": 6.71}))
+    assert _recorded_budget(student) == 6.71  # searched, still training
+    student.mkdir()
+    (student / "metrics.json").write_text(json.dumps({"latency_search": {"budget_ms": 6.5}}))
+    assert _recorded_budget(student) == 6.5
