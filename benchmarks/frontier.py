@@ -425,7 +425,8 @@ def render(path: Path) -> None:
     m = d.get("machine", {})
     md += [
         "",
-        f"Teacher fastest: {d['teacher_fastest']['backend']} {d['teacher_fastest']['ms']:.2f} ms at batch "
+        f"Budgets: the teacher's fastest as timed before training, {d['teacher_fastest']['backend']} "
+        f"{d['teacher_fastest']['ms']:.2f} ms at batch "
         f"{d['teacher_fastest']['batch']} x seq {d['teacher_fastest']['seq']}; {m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, 2 threads; {d['settings']['max_steps']} distillation steps per student. "
         + (
