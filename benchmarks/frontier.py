@@ -8,8 +8,8 @@ today's default and narrow students, each model on its fastest backend.
 Steps (each one skipped when its output exists, so a killed run continues where it stopped):
 
 1. the teacher is exported (``runs/frontier/teacher-onnx``) and timed on every backend at the budget's
-   batch and length: its fastest backend and latency set the budgets, ``fastest / divisor``;
-   (kept in ``teacher-fastest.json``, so that a resumed run keeps its budgets);
+   batch and length: its fastest backend and latency set the budgets, ``fastest / divisor`` (kept in
+   ``teacher-fastest.json``, so that a resumed run keeps its budgets);
 2. one ``ladabert compress --latency-budget`` student per budget, on that backend, and the comparison
    students (``--compare``: ``default`` = the 5x student of the results tables, ``narrow`` = the same with
    a sixth of the heads and FFN neurons), all with the same ``--max-steps``; each exported;
