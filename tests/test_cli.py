@@ -165,3 +165,16 @@ def test_export_options_reach_the_config():
     cfg = _export_config(args)
     assert (cfg.align, cfg.merge) == (1, "none")
     assert _export_config(build_parser().parse_args(["export", "s", "--out", "o"])).align == 32
+
+
+def test_version_is_the_source_version_in_cli_and_results(capsys):
+    from pathlib import Path
+
+    import tomllib
+
+    from ladabert.utils import library_versions
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"ladabert {project['version']}"
+    assert library_versions()["ladabert"] == project["version"]

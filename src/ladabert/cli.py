@@ -577,9 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from importlib.metadata import version
+        from ladabert import __version__
 
-        print(f"ladabert {version('ladabert')}")
+        print(f"ladabert {__version__}")
         return 0
     if args.command is None:
         parser.print_help()

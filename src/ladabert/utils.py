@@ -147,9 +147,12 @@ def library_versions() -> dict[str, str]:
     """Versions of the libraries whose behaviour changes the numbers we report."""
     from importlib import metadata
 
-    out = {"python": platform.python_version()}
+    import ladabert
+
+    # ladabert's own version from the source, not the install metadata: an editable install keeps the
+    # version it was installed with
+    out = {"python": platform.python_version(), "ladabert": ladabert.__version__}
     for name in (
-        "ladabert",
         "torch",
         "transformers",
         "accelerate",
