@@ -32,7 +32,6 @@ shape, measured latency, proxy and search cost (``benchmarks.budget_bert_base`` 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -118,7 +117,7 @@ def _distill_only_match(
     from ladabert import CompressConfig
     from ladabert.bench.latency import calibration_feeds, export_graphs, median_ms, onnx_runner, random_feeds
     from ladabert.errors import LadaBertError
-    from ladabert.pipeline.build import build_student, count_all
+    from ladabert.pipeline.build import build_student, count_all, narrow_configs
 
     path = out.with_name(out.name + ".match.json")
     if path.is_file():
@@ -127,24 +126,16 @@ def _distill_only_match(
     torch.manual_seed(0)
     model = BertForSequenceClassification(tcfg).eval()
     n = count_all(model)
-    step = tcfg.num_attention_heads
-    widths = list(range(step, tcfg.hidden_size + 1, step))
+    # distill-only keeps every head (attention distillation), so its widths step by the head count
+    ratios = {cfg.hidden_size: n / params for params, cfg in narrow_configs(tcfg, same_heads=True)}
+    widths = sorted(ratios)
     feeds = random_feeds(args.batch, args.seq, tcfg.vocab_size, seed=0)
     calib = calibration_feeds(tcfg.vocab_size)
     timed: dict[int, dict[str, float]] = {}
     target_ms = budget_ms * (1 - margin)
 
-    def ratio_of(width: int) -> float:
-        cfg = copy.deepcopy(tcfg)
-        cfg.hidden_size, cfg.intermediate_size = (
-            width,
-            round(width * tcfg.intermediate_size / tcfg.hidden_size),
-        )
-        with torch.device("meta"):
-            return n / count_all(BertForSequenceClassification(cfg))
-
     def ms(width: int) -> float:
-        ratio = round(ratio_of(width), 4)
+        ratio = round(ratios[width], 4)
         with torch.inference_mode():
             student = build_student(model, CompressConfig(method="distill-only", ratio=ratio))
         assert student.config.hidden_size == width, (student.config.hidden_size, width)

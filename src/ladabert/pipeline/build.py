@@ -31,8 +31,9 @@ def count_all(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def narrow_student_config(teacher_config: Any, target_params: int, same_heads: bool = False) -> Any:
-    """A BERT config as deep as the teacher, narrower, with about ``target_params`` parameters.
+def narrow_configs(teacher_config: Any, same_heads: bool = False) -> list[tuple[int, Any]]:
+    """``(parameters, config)`` of every width a narrow student of ``teacher_config`` can take, narrowest
+    first: as deep as the teacher, narrower.
 
     Width moves in steps of the teacher's head size (heads are dropped, head size kept) or, with
     ``same_heads``, in steps of the teacher's head count (every head kept, each narrower: what attention
@@ -44,16 +45,19 @@ def narrow_student_config(teacher_config: Any, target_params: int, same_heads: b
     head = teacher_config.hidden_size // heads
     expand = teacher_config.intermediate_size / teacher_config.hidden_size
     step = heads if same_heads else head
-    best = None
+    out = []
     for width in range(step, teacher_config.hidden_size + 1, step):
         cfg = copy.deepcopy(teacher_config)
         cfg.hidden_size, cfg.num_attention_heads = width, heads if same_heads else width // head
         cfg.intermediate_size = int(round(width * expand))
         with torch.device("meta"):
-            n = count_all(BertForSequenceClassification(cfg))
-        if best is None or abs(n - target_params) < abs(best[0] - target_params):
-            best = (n, cfg)
-    return best[1]
+            out.append((count_all(BertForSequenceClassification(cfg)), cfg))
+    return out
+
+
+def narrow_student_config(teacher_config: Any, target_params: int, same_heads: bool = False) -> Any:
+    """The config of :func:`narrow_configs` with about ``target_params`` parameters."""
+    return min(narrow_configs(teacher_config, same_heads), key=lambda nc: abs(nc[0] - target_params))[1]
 
 
 @dataclass
