@@ -17,7 +17,10 @@ Steps (each one skipped when its output exists, so a killed run continues where 
    latency: every layer, randomly initialised, the widest hidden size whose exported random-weight graph
    measures within the budget less the search's margin on the budget's backend (bisection over the widths
    distill-only can take; kept in ``distill-only-<d>x.match.json``), distilled with the same steps;
-4. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8.
+4. for each divisor of ``--depth-alternative`` (default: none), the student the search finds at the same
+   budget with one layer fewer than the budget student (``--keep-layers``), ``budget-<d>x-L<n>``: trained
+   beside it, it checks the proxy's trade of depth against width;
+5. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8.
 
 Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
 accuracy, and the bundle's ORT int8 one), latency per backend, fastest backend, speedup over the teacher's
@@ -32,6 +35,7 @@ shape, measured latency, proxy and search cost (``benchmarks.budget_bert_base`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -86,9 +90,9 @@ def _teacher_fastest(work: Path, bundle: Path, backends: list[str], args: argpar
     return ref
 
 
-def _recorded_budget(student: Path) -> float | None:
-    """The budget a budget student was searched for, once its search is on record: a distill-only student
-    matches that latency even when a later run's teacher timing differs slightly."""
+def _recorded_search(student: Path) -> dict[str, Any] | None:
+    """A budget student's search record, once on record (its metrics, or its checkpoints while it trains):
+    the students matched to it keep its budget even when a later run's teacher timing differs slightly."""
     from ladabert.pipeline.compress import SEARCH_FILE
     from ladabert.pipeline.harness import checkpoint_dir_for
 
@@ -98,7 +102,7 @@ def _recorded_budget(student: Path) -> float | None:
     ):
         if path.is_file():
             record = json.loads(path.read_text())
-            return (record[key] if key else record)["budget_ms"]
+            return record[key] if key else record
     return None
 
 
@@ -174,6 +178,15 @@ def _distill_only_match(
     return match
 
 
+def _train(name: str, out: Path, cfg: Any, teacher: Path, work: Path, args: argparse.Namespace) -> None:
+    from ladabert import compress
+
+    if not (out / "metrics.json").is_file():
+        print(f"{name}: compressing ({cfg.max_steps} steps)")
+        compress(cfg, teacher, out, data_dir=args.data_dir)
+    _export(out, work / f"{name}-onnx", args.data_dir)
+
+
 def _on_budget(row: dict, backend: str, batch: int, budget_ms: float) -> dict[str, Any]:
     """A row's final latency on its budget's backend and batch, and whether it is within the budget."""
     ms = row["latency"].get(f"{backend}/b{batch}")
@@ -198,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="budget divisors that get a distill-only student of the same latency (default: all; none: empty)",
     )
+    p.add_argument(
+        "--depth-alternative",
+        type=float,
+        nargs="*",
+        default=[],
+        help="budget divisors that also get the best student with one layer fewer than the searched one, at "
+        "the same budget (checks the proxy's depth-against-width trade)",
+    )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
@@ -205,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="frontier_sst2")
     p.add_argument("--search-only", action="store_true", help="search the budgets' shapes, train nothing")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.depth_alternative) - set(args.divisors))
+    if unknown:
+        p.error(f"--depth-alternative {' '.join(f'{d:g}' for d in unknown)} is not among --divisors")
 
-    from ladabert import CompressConfig, compress
+    from ladabert import CompressConfig
     from ladabert.config import GATE_BACKENDS
     from ladabert.errors import LadaBertError
     from ladabert.export.runtime import openvino_available
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     margin = CompressConfig().latency_margin
     for d in args.divisors if args.distill_only is None else args.distill_only:
         out = work / f"distill-only-{d:g}x"
-        budget = _recorded_budget(work / f"budget-{d:g}x") or ref["median_ms"] / d
+        budget = (_recorded_search(work / f"budget-{d:g}x") or {}).get("budget_ms") or ref["median_ms"] / d
         try:
             match = _distill_only_match(teacher, budget, margin, ref["backend"], args, out)
         except LadaBertError as e:
@@ -255,10 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CompressConfig(**base, method="distill-only", ratio=match["ratio"])
         students[out.name] = (out, {"config": cfg, "match": match})
     for name, (out, info) in students.items():
-        if not (out / "metrics.json").is_file():
-            print(f"{name}: compressing ({info['config'].max_steps} steps)")
-            compress(info["config"], teacher, out, data_dir=args.data_dir)
-        _export(out, work / f"{name}-onnx", args.data_dir)
+        _train(name, out, info["config"], teacher, work, args)
+    # One layer fewer at the same budget: the search's proxy ranked that depth's widest shape lower.
+    for d in args.depth_alternative:
+        record = _recorded_search(work / f"budget-{d:g}x")
+        layers = record["chosen"]["layers"] - 1
+        if layers < 1:
+            print(f"budget-{d:g}x keeps one layer: no shallower alternative")
+            continue
+        name = f"budget-{d:g}x-L{layers}"
+        cfg = dataclasses.replace(
+            students[f"budget-{d:g}x"][1]["config"], latency_budget=record["budget_ms"], keep_layers=layers
+        )
+        students[name] = (work / name, {"config": cfg})
+        _train(name, work / name, cfg, teacher, work, args)
 
     bundles = [teacher_bundle] + [work / f"{n}-onnx" for n in students]
     batches = sorted({args.batch, 8})

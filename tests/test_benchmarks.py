@@ -400,15 +400,26 @@ def test_distill_only_match_is_the_widest_within_the_target_and_is_kept(tmp_path
     assert not (tmp_path / "d-6x.match.json").exists()
 
 
-def test_distill_only_students_match_the_budget_on_record(tmp_path):
-    from benchmarks.frontier import _recorded_budget
+def test_students_matched_to_a_budget_read_its_search_on_record(tmp_path):
+    from benchmarks.frontier import _recorded_search
 
     student = tmp_path / "budget-3x"
-    assert _recorded_budget(student) is None
+    assert _recorded_search(student) is None
     ckpt = tmp_path / "budget-3x.checkpoints"
     ckpt.mkdir()
     (ckpt / "latency_search.json").write_text(json.dumps({"budget_ms": 6.71}))
-    assert _recorded_budget(student) == 6.71  # searched, still training
+    assert _recorded_search(student)["budget_ms"] == 6.71  # searched, still training
     student.mkdir()
     (student / "metrics.json").write_text(json.dumps({"latency_search": {"budget_ms": 6.5}}))
-    assert _recorded_budget(student) == 6.5
+    assert _recorded_search(student)["budget_ms"] == 6.5
+
+
+def test_frontier_refuses_a_depth_alternative_without_its_budget(tmp_path, capsys):
+    from benchmarks.frontier import main
+
+    argv = ["--teacher", str(tmp_path), "--work", str(tmp_path / "w"), "--divisors", "2", "3"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--depth-alternative", "4"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--depth-alternative 4 is not among --divisors" in err
+    assert not (tmp_path / "w").exists()

@@ -218,7 +218,9 @@ class CompressConfig(TrainingData, JsonConfig):
     hybrid: float = _f(0.75, "share of the (log) reduction that comes from SVD; the rest from pruning")
     embedding_scale: float = _f(1.0, "word-embedding kept share relative to the encoder's (1: uniform)")
     keep_layers: int | None = _f(
-        None, "encoder layers kept, the ones whose removal changes the teacher's outputs least dropped first"
+        None,
+        "encoder layers kept, the ones whose removal changes the teacher's outputs least dropped first "
+        "(with --latency-budget: the depth the search keeps)",
     )
     keep_heads: float = _f(1.0, "share of attention heads kept per layer, least important removed first")
     keep_ffn: float = _f(1.0, "share of FFN neurons kept per layer, least important removed first")

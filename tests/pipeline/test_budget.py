@@ -265,8 +265,11 @@ def test_cli_refuses_an_unreachable_budget_in_one_line(tmp_path, tiny_teacher, s
     assert main([*argv, "--latency-budget", "0.0001"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "out of reach" in err and "Traceback" not in err
-    assert main([*argv, "--latency-budget", "5", "--keep-layers", "1"]) == 2
-    assert "leave out --keep-layers" in capsys.readouterr().err
+    assert main([*argv, "--latency-budget", "5", "--keep-heads", "0.5"]) == 2
+    assert "leave out --keep-heads" in capsys.readouterr().err
+    assert main([*argv, "--latency-budget", "5", "--keep-layers", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--keep-layers 3 exceeds the teacher's 2 layers" in err
     assert not out.exists()
 
 
@@ -308,3 +311,25 @@ def test_search_shape_gives_the_shape_without_training(tmp_path, tiny_teacher, s
     assert set(record["chosen"]) == {"layers", "heads", "ffn", "ratio_factor"}
     with pytest.raises(LadaBertError, match="needs a latency budget"):
         L.search_shape(budget_cfg(latency_budget=None), tiny_teacher, data_dir=synthetic_glue)
+
+
+def test_keep_layers_with_a_budget_searches_the_widths_at_that_depth():
+    model = small_bert(layers=4)
+    t = B.Teacher.of(model)
+    grid = B.feasible(t, budget_cfg(keep_layers=2))
+    assert grid and {c.layers for c in grid} == {2}
+    assert len(grid) == len([c for c in B.feasible(t, budget_cfg()) if c.layers == 2])
+    assert {c.layers for c in B.smallest(t, budget_cfg(keep_layers=3))} == {3}
+    with pytest.raises(LadaBertError, match="--keep-layers 5 exceeds the teacher's 4 layers"):
+        B.feasible(t, budget_cfg(keep_layers=5))
+
+
+def test_search_shape_at_a_fixed_depth_keeps_it(tmp_path, tiny_teacher, synthetic_glue):
+    import ladabert as L
+
+    record = L.search_shape(
+        budget_cfg(latency_budget=50.0, keep_layers=1), tiny_teacher, data_dir=synthetic_glue
+    )
+    assert record["chosen"]["layers"] == 1 and {r["layers"] for r in record["timed"]} == {1}
+    assert len(record["kept_layers"]) == 1 and record["config"]["keep_layers"] == 1
+    assert record["measured_ms"] <= record["target_ms"]

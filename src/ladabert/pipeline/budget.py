@@ -31,6 +31,9 @@ The search, in order:
    predicted, within ``budget * (1 - margin)``; it stops when that candidate is one already measured within
    it (or after ``search_timings`` timings: then the best measured one).
 
+With ``--keep-layers N`` the search keeps that depth and searches the widths and ratio at it (a
+student whose layer map is fixed, or a check of the proxy's depth-against-width trade).
+
 The chosen shape becomes ``keep_layers`` / ``keep_heads`` / ``keep_ffn`` / ``ratio`` of the compression
 config; the search record (budget, shape, measured and predicted latency, every timed candidate) goes into
 the student's config, and the export measures the bundle against the budget again.
@@ -132,9 +135,16 @@ def candidate_grid(t: Teacher) -> list[Candidate]:
 
 def feasible(t: Teacher, base: CompressConfig) -> list[Candidate]:
     """The grid without shapes whose ratio the allocation cannot reach (the parameters that are never
-    compressed leave too little for the factors)."""
+    compressed leave too little for the factors); only ``base.keep_layers`` layers when it is set."""
+    total = t.config.num_hidden_layers
+    if base.keep_layers is not None and base.keep_layers > total:
+        raise LadaBertError(
+            f"--keep-layers {base.keep_layers} exceeds the teacher's {total} layers; lower it"
+        )
     out = []
     for c in candidate_grid(t):
+        if base.keep_layers is not None and c.layers != base.keep_layers:
+            continue
         try:
             candidate_plan(t, c, base)
         except LadaBertError:
@@ -484,14 +494,17 @@ def _where(base: CompressConfig) -> str:
 
 def check_budget_reachable(timer: CandidateTimer, base: CompressConfig) -> float:
     """The latency of the smallest student; raises when even it misses the budget (margin included)."""
-    fastest = min(timer(c) for c in smallest(timer.teacher, base))
+    low = smallest(timer.teacher, base)
+    fastest = min(timer(c) for c in low)
     target = base.latency_budget * (1 - base.latency_margin)
     if fastest > target:
+        n = low[0].layers
         raise LadaBertError(
             f"latency budget {base.latency_budget:g} ms is out of reach on {_where(base)}: the fastest student "
-            f"of this teacher (1 layer, 1 head) measures {fastest:.2f} ms here; with the {base.latency_margin:g} "
+            f"of this teacher ({n} layer{'s' if n > 1 else ''}, 1 head) measures {fastest:.2f} ms here; with "
+            f"the {base.latency_margin:g} "
             f"margin the budget must be at least {fastest / (1 - base.latency_margin):.2f} ms, or use a "
-            "faster --backend"
+            f"faster --backend{' or fewer --keep-layers' if base.keep_layers is not None else ''}"
         )
     return fastest
 

@@ -107,19 +107,16 @@ class _BudgetSearch:
 
 
 def check_budget_settings(config: CompressConfig) -> None:
-    """A latency budget sets the structure and ratio itself: refuse settings that would fight it."""
+    """A latency budget sets the widths and ratio itself: refuse settings that would fight it. A kept
+    layer count is a constraint the search keeps (the widths are searched at that depth)."""
     given = [
         flag
-        for flag, on in (
-            ("--keep-layers", config.keep_layers is not None),
-            ("--keep-heads", config.keep_heads < 1),
-            ("--keep-ffn", config.keep_ffn < 1),
-        )
+        for flag, on in (("--keep-heads", config.keep_heads < 1), ("--keep-ffn", config.keep_ffn < 1))
         if on
     ]
     if given:
         raise LadaBertError(
-            f"--latency-budget chooses the layers, heads and FFN neurons itself; leave out {' '.join(given)}"
+            f"--latency-budget chooses the heads and FFN neurons itself; leave out {' '.join(given)}"
         )
 
 
