@@ -20,7 +20,9 @@ Steps (each one skipped when its output exists, so a killed run continues where 
 4. for each divisor of ``--depth-alternative`` (default: none), the student the search finds at the same
    budget with one layer fewer than the budget student (``--keep-layers``), ``budget-<d>x-L<n>``: trained
    beside it, it checks the proxy's trade of depth against width;
-5. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8.
+5. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8 (the speedups); each
+   bundle with a budget timed again alone on its budget's backend (the budget check: interleaving other
+   models between its calls evicts its weights from the caches and adds to its latency).
 
 Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
 accuracy, and the bundle's ORT int8 one), latency per backend, fastest backend, speedup over the teacher's
@@ -187,10 +189,15 @@ def _train(name: str, out: Path, cfg: Any, teacher: Path, work: Path, args: argp
     _export(out, work / f"{name}-onnx", args.data_dir)
 
 
-def _on_budget(row: dict, backend: str, batch: int, budget_ms: float) -> dict[str, Any]:
-    """A row's final latency on its budget's backend and batch, and whether it is within the budget."""
-    ms = row["latency"].get(f"{backend}/b{batch}")
-    return {"backend": backend, "measured_ms": ms, "within_budget": ms is not None and ms <= budget_ms}
+def _on_budget(
+    bundle: Path, backend: str, batch: int, budget_ms: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    """A bundle's latency on its budget's backend and batch, timed alone, and whether it is within the
+    budget. A budget promises the latency of the model running alone (as the search and the export time
+    it); in the interleaved run the other models evict its weights from the caches between calls, which
+    adds to every model's latency."""
+    ms = _time([bundle], [backend], [batch], args.seq, args.rounds)[0]["median_ms"]
+    return {"backend": backend, "measured_ms": ms, "within_budget": ms <= budget_ms}
 
 
 def _fastest(rows: list[dict], model: str, batch: int) -> dict:
@@ -323,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         match = students.get(name, (None, {}))[1].get("match")
         if match:
             row.update(
-                _on_budget(row, match["backend"], args.batch, match["budget_ms"]),
+                _on_budget(bundle, match["backend"], args.batch, match["budget_ms"], args),
                 matched_budget_ms=match["budget_ms"],
                 hidden_size=match["hidden_size"],
                 match_ms=match["measured_ms"],
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         search = metrics.get("latency_search")
         if search:
             row.update(
-                _on_budget(row, search["backend"], search["batch"], search["budget_ms"]),
+                _on_budget(bundle, search["backend"], search["batch"], search["budget_ms"], args),
                 budget_ms=search["budget_ms"],
                 shape=search["chosen"],
                 proxy=search["proxy"]["proxy"],
@@ -418,7 +425,7 @@ def table(d: dict) -> list[str]:
     b = d["teacher_fastest"]["batch"]
     lines = [
         f"| model | layers | shape (layers/heads/FFN/ratio factor) | ratio | dev accuracy | % of teacher | budget ms | "
-        f"measured on budget backend | fastest b{b} | vs teacher b{b} | fastest b8 | vs teacher b8 |",
+        f"alone on budget backend | fastest b{b} | vs teacher b{b} | fastest b8 | vs teacher b8 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in d["rows"]:

@@ -423,3 +423,32 @@ def test_frontier_refuses_a_depth_alternative_without_its_budget(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2 and "--depth-alternative 4 is not among --divisors" in err
     assert not (tmp_path / "w").exists()
+
+
+def test_a_budget_is_checked_on_the_bundle_timed_alone(tmp_path):
+    import argparse
+
+    import torch
+    from benchmarks.frontier import _on_budget
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ladabert.bench.latency import export_graphs
+
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    bundle = tmp_path / "b-onnx"
+    bundle.mkdir()
+    paths = export_graphs(BertForSequenceClassification(cfg).eval(), bundle, "model", int8=False)
+    (bundle / "ladabert.json").write_text(json.dumps({"files": {"fp32": paths["fp32"].name}}))
+    (bundle / "config.json").write_text(json.dumps({"vocab_size": 100}))
+    args = argparse.Namespace(seq=16, rounds=5)
+    fast = _on_budget(bundle, "ort-fp32", 1, 1e3, args)
+    assert fast["backend"] == "ort-fp32" and 0 < fast["measured_ms"] < 1e3 and fast["within_budget"]
+    assert not _on_budget(bundle, "ort-fp32", 1, fast["measured_ms"] / 100, args)["within_budget"]
