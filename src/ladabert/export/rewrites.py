@@ -288,6 +288,10 @@ def fuse(
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    # With heads removed the attention subgraphs are read with (0, 0); the fusion then compares the
+    # attention width it reads with the Q/K/V input width and warns, though it takes every size from the
+    # weights (the export validates the fused graph's outputs).
+    logging.getLogger("fusion_attention").setLevel(logging.ERROR)
     if skip_layer_norm is None:
         # Our exporter emits MultiHeadAttention only for factorized Q/K/V: it marks a student graph.
         skip_layer_norm = not any(n.op_type == "MultiHeadAttention" for n in model.graph.node)
