@@ -214,6 +214,11 @@ def test_an_unreachable_budget_is_refused_before_the_teacher_is_scored(
     ):
         compress(budget_cfg(latency_budget=1e-4), tiny_teacher, out, data_dir=synthetic_glue)
     assert scored == [] and not out.exists()
+    with pytest.raises(
+        LadaBertError, match=r"fastest student of this teacher \(1 layer, 1 head\).* or fewer --keep-layers"
+    ):
+        compress(budget_cfg(latency_budget=1e-4, keep_layers=1), tiny_teacher, out, data_dir=synthetic_glue)
+    assert scored == [] and not out.exists()
     with pytest.raises(LadaBertError, match="leave out --keep-heads"):
         compress(budget_cfg(keep_heads=0.5), tiny_teacher, out, data_dir=synthetic_glue)
 
