@@ -136,11 +136,9 @@ def candidate_grid(t: Teacher) -> list[Candidate]:
 def feasible(t: Teacher, base: CompressConfig) -> list[Candidate]:
     """The grid without shapes whose ratio the allocation cannot reach (the parameters that are never
     compressed leave too little for the factors); only ``base.keep_layers`` layers when it is set."""
-    total = t.config.num_hidden_layers
-    if base.keep_layers is not None and base.keep_layers > total:
-        raise LadaBertError(
-            f"--keep-layers {base.keep_layers} exceeds the teacher's {total} layers; lower it"
-        )
+    from ladabert.pipeline.build import check_keep_layers
+
+    check_keep_layers(base, t.config.num_hidden_layers)
     out = []
     for c in candidate_grid(t):
         if base.keep_layers is not None and c.layers != base.keep_layers:

@@ -96,6 +96,14 @@ def allocation(
     )
 
 
+def check_keep_layers(config: CompressConfig, total: int) -> None:
+    """Refuse ``config.keep_layers`` above the teacher's ``total`` layers."""
+    if config.keep_layers is not None and config.keep_layers > total:
+        raise LadaBertError(
+            f"--keep-layers {config.keep_layers} exceeds the teacher's {total} layers; lower it"
+        )
+
+
 def kept_layers(
     teacher: nn.Module, config: CompressConfig, layers: list[int] | None = None
 ) -> list[int] | None:
@@ -104,10 +112,7 @@ def kept_layers(
     if config.keep_layers is None:
         return None
     total = teacher.config.num_hidden_layers
-    if config.keep_layers > total:
-        raise LadaBertError(
-            f"--keep-layers {config.keep_layers} exceeds the teacher's {total} layers; lower it"
-        )
+    check_keep_layers(config, total)
     if layers is not None and len(layers) != config.keep_layers:
         raise LadaBertError(f"{len(layers)} layers given for --keep-layers {config.keep_layers}")
     return sorted(layers) if layers is not None else default_layers(total, config.keep_layers)
