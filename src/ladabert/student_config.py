@@ -25,7 +25,11 @@ class LadaBertConfig(BertConfig):
         d = config.to_dict()
         d.pop("model_type", None)
         d.pop("transformers_version", None)
-        return cls(**d)
+        out = cls(**d)
+        # ``to_dict`` leaves out the attention implementation; a student built for attention distillation
+        # keeps the eager one it was asked for (SDPA modules warn and fall back when asked for the maps).
+        out._attn_implementation = getattr(config, "_attn_implementation", None)
+        return out
 
 
 # Attributes that belong to the student's own format, not to a stock BERT config.
