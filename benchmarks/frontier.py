@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import publish
+from ladabert.utils import write_json_atomic
 
 COMPARE = {
     "default": {"ratio": 5.0},
@@ -100,7 +101,7 @@ def _teacher_fastest(work: Path, bundle: Path, backends: list[str], args: argpar
         if (ref["batch"], ref["seq"]) == (args.batch, args.seq):
             return ref
     ref = _fastest(_time([bundle], backends, [args.batch], args.seq, args.rounds), bundle.name, args.batch)
-    path.write_text(json.dumps(ref, indent=1))
+    write_json_atomic(path, ref)
     return ref
 
 
@@ -187,8 +188,7 @@ def _distill_only_match(
         "measured_ms": timed[w]["ms"],
         "timed": {str(k): v for k, v in sorted(timed.items())},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(match, indent=1))
+    write_json_atomic(path, match)
     return match
 
 
@@ -393,8 +393,7 @@ def _searches(args: argparse.Namespace, students: dict, teacher: Path, ref: dict
         else:
             print(f"{name}: searching")
             record = search_shape(info["config"], teacher, data_dir=args.data_dir)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=1))
+            write_json_atomic(path, record)
         rows.append(
             {"model": name, "divisor": info["divisor"], **{k: v for k, v in record.items() if k != "config"}}
         )
