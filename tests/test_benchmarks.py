@@ -329,6 +329,13 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     assert "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) |" in md
     assert "3.53x" in md and path.with_suffix(".png").stat().st_size > 1000
     assert _spearman([1, 2, 3], [0.1, 0.3, 0.2]) == pytest.approx(0.5) and _spearman([1], [2]) is None
+    assert "dev accuracy there" not in md  # results without served accuracies have no served table
+    rows[0]["served"] = {"backend": "ort-int8", "value": 0.89, "of_teacher": 1.0}
+    rows[1]["served"] = {"backend": "openvino-bf16", "value": 0.876, "of_teacher": 0.876 / 0.89}
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert "| budget-3x | openvino-bf16 | 87.60% | 98.4% | 3.53x |" in md
 
 
 def test_frontier_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):

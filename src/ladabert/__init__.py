@@ -8,6 +8,7 @@ The user's verbs and types (imports are lazy, so ``import ladabert`` is cheap)::
     L.compress(L.CompressConfig(ratio=5), "runs/teacher", "runs/student")    # a student directory
     L.export("runs/student", "runs/student-onnx")                             # a validated ONNX bundle
     L.OnnxClassifier("runs/student-onnx").predict(["a gripping film"])        # serving, no torch
+    L.evaluate_bundle("runs/student-onnx", "openvino-bf16")                   # dev metric as served
     L.benchmark(L.BenchConfig.preset("quick"))                                # latency vs BERT-base
     L.gate(L.GateConfig(reference="runs/prod-onnx", candidates=("runs/student-onnx",)))  # CI: slower?
 
@@ -27,6 +28,7 @@ _LAZY = {
     # verbs
     "finetune": "ladabert.pipeline.teacher",
     "evaluate": "ladabert.pipeline.teacher",
+    "evaluate_bundle": "ladabert.export.served",
     "compress": "ladabert.pipeline.compress",
     "compress_model": "ladabert.pipeline.compress",
     "search_shape": "ladabert.pipeline.compress",

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ladabert.cli_args import add_config_args, config_overrides
-from ladabert.config import BenchConfig, CompressConfig, ExportConfig, FinetuneConfig, GateConfig
+from ladabert.config import (
+    GATE_BACKENDS,
+    BenchConfig,
+    CompressConfig,
+    ExportConfig,
+    FinetuneConfig,
+    GateConfig,
+)
 
 # Fields that ``ladabert run`` passes to both fine-tuning and compression from one flag (the run's data and
 # cadence); the other fields the two configs share get a ``--compress-`` prefix for the compression stage.
@@ -106,10 +113,21 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
-    p = sub.add_parser("eval", help="evaluate a saved model on a GLUE dev set or a validation file")
-    p.add_argument("model_dir")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a saved model, or an exported bundle on a backend, on a dev set or a validation file",
+    )
+    p.add_argument("model_dir", help="a teacher or student directory, or a bundle (ladabert export)")
     add_config_args(p, ExportConfig, only=EXPORT_SHARED)
     _data_dir_arg(p)
+    p.add_argument(
+        "--backend",
+        choices=GATE_BACKENDS,
+        default=None,
+        help="for a bundle: the backend that serves it (default ort-fp32); OpenVINO int8 calibrates on the "
+        "model's training data",
+    )
+    p.add_argument("--threads", type=int, default=None, help="for a bundle: intra-op threads")
 
     p = sub.add_parser(
         "run",
@@ -450,8 +468,31 @@ def cmd_densify(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ladabert.errors import LadaBertError
     from ladabert.pipeline.teacher import evaluate
 
+    if (Path(args.model_dir) / "ladabert.json").is_file():
+        from ladabert.export.served import evaluate_bundle
+
+        m = evaluate_bundle(
+            args.model_dir,
+            args.backend or "ort-fp32",
+            args.task,
+            data_dir=args.data_dir,
+            max_length=args.max_length,
+            max_samples=args.max_eval_samples,
+            validation_file=args.validation_file,
+            text_columns=tuple(args.text_columns or ()),
+            label_column=args.label_column,
+            threads=args.threads,
+        )
+        print(json.dumps(m, indent=2))
+        return 0
+    if args.backend is not None or args.threads is not None:
+        raise LadaBertError(
+            f"{args.model_dir} is not an exported bundle (no ladabert.json); --backend and --threads evaluate "
+            "a bundle: export it with ladabert export, or leave them out"
+        )
     m = evaluate(
         args.model_dir,
         args.task,

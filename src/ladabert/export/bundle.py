@@ -64,9 +64,10 @@ def _ort_logits(
     return np.concatenate([sess.run(None, feeds)[0] for feeds in batches])
 
 
-def _batches(
+def text_batches(
     tokenizer: Any, texts: list[tuple[str, ...]], batch_size: int = 64
 ) -> list[dict[str, np.ndarray]]:
+    """Examples (a text, or a text pair) encoded by a ``tokenizers`` tokenizer in batches of ``batch_size``."""
     from ladabert.export.runner import encode
 
     out = []
@@ -186,8 +187,8 @@ class _Validator:
 
     def __init__(self, model: Any, task: Any, dev: Any, tokenizer: Any, cfg: ExportConfig):
         self.task, self.labels, self.cfg = task, dev.labels, cfg
-        self.batches = _batches(tokenizer, dev.texts)
-        self.check_batches = _batches(tokenizer, dev.texts[: cfg.validate_samples])
+        self.batches = text_batches(tokenizer, dev.texts)
+        self.check_batches = text_batches(tokenizer, dev.texts[: cfg.validate_samples])
         self.torch_dev = _torch_logits(model, self.batches)
         # The logit checks read the first ``validate_samples`` examples of the dev pass (padding is masked,
         # so how the examples are batched does not change their logits).

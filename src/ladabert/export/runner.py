@@ -95,8 +95,10 @@ class OnnxClassifier:
         runtime: ``onnxruntime`` or ``openvino``.
         threads: intra-op threads (None: the runtime's default).
         max_length: tokens per example (default: the bundle's export setting).
-        openvino_hint: OpenVINO's inference precision, ``f32`` (matches ONNX Runtime) or ``bf16`` (faster on
-            CPUs with AMX; OpenVINO's own default there).
+        openvino_hint: OpenVINO's inference precision, ``f32`` (matches ONNX Runtime), ``bf16`` (faster on
+            CPUs with AMX; OpenVINO's own default there) or ``int8`` (NNCF post-training quantization of the
+            fp32 graph on ``calibration``).
+        calibration: encoded feeds (:func:`encode`) that OpenVINO int8 calibrates on.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class OnnxClassifier:
         threads: int | None = None,
         max_length: int | None = None,
         openvino_hint: str = "f32",
+        calibration: list[dict[str, np.ndarray]] | None = None,
     ):
         if threads is not None and threads < 1:
             raise LadaBertError(f"threads must be >= 1 (or unset for the runtime's default), got {threads}")
@@ -140,7 +143,9 @@ class OnnxClassifier:
         if runtime == "onnxruntime":
             self._run = ort_runner(self.path, threads)
         elif runtime == "openvino":
-            self._run = openvino_runner(self.path, threads, openvino_hint)
+            if openvino_hint == "int8" and not calibration:
+                raise LadaBertError("OpenVINO int8 calibrates on example inputs; pass calibration feeds")
+            self._run = openvino_runner(self.path, threads, openvino_hint, calibration)
         else:
             raise LadaBertError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
