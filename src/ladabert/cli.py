@@ -469,40 +469,29 @@ def cmd_densify(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ladabert.errors import LadaBertError
-    from ladabert.pipeline.teacher import evaluate
 
+    data = {
+        "data_dir": args.data_dir,
+        "max_length": args.max_length,
+        "max_samples": args.max_eval_samples,
+        "validation_file": args.validation_file,
+        "text_columns": tuple(args.text_columns or ()),
+        "label_column": args.label_column,
+    }
     if (Path(args.model_dir) / "ladabert.json").is_file():
         from ladabert.export.served import evaluate_bundle
 
-        m = evaluate_bundle(
-            args.model_dir,
-            args.backend or "ort-fp32",
-            args.task,
-            data_dir=args.data_dir,
-            max_length=args.max_length,
-            max_samples=args.max_eval_samples,
-            validation_file=args.validation_file,
-            text_columns=tuple(args.text_columns or ()),
-            label_column=args.label_column,
-            threads=args.threads,
-        )
-        print(json.dumps(m, indent=2))
-        return 0
-    if args.backend is not None or args.threads is not None:
+        backend = args.backend or "ort-fp32"
+        m = evaluate_bundle(args.model_dir, backend, args.task, threads=args.threads, **data)
+    elif args.backend is not None or args.threads is not None:
         raise LadaBertError(
             f"{args.model_dir} is not an exported bundle (no ladabert.json); --backend and --threads evaluate "
             "a bundle: export it with ladabert export, or leave them out"
         )
-    m = evaluate(
-        args.model_dir,
-        args.task,
-        data_dir=args.data_dir,
-        max_length=args.max_length,
-        max_samples=args.max_eval_samples,
-        validation_file=args.validation_file,
-        text_columns=tuple(args.text_columns or ()),
-        label_column=args.label_column,
-    )
+    else:
+        from ladabert.pipeline.teacher import evaluate
+
+        m = evaluate(args.model_dir, args.task, **data)
     print(json.dumps(m, indent=2))
     return 0
 

@@ -152,18 +152,10 @@ def test_narrow_compression_learns_exports_and_runs_on_both_runtimes(
 
 @pytest.mark.parametrize("method", ["hybrid", "distill-only"])
 def test_a_student_keeps_the_teachers_eager_attention_for_the_attention_term(method):
-    # SDPA modules fall back to eager (with a warning) when asked for the maps the attention term reads.
-    cfg = BertConfig(
-        vocab_size=120,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=32,
-        num_labels=2,
-        attn_implementation="eager",
-    )
-    teacher = BertForSequenceClassification(cfg).eval()
+    # SDPA modules fall back to eager (with a warning) when asked for the maps the attention term reads;
+    # compression switches the teacher to eager attention the same way.
+    teacher = _bert()
+    teacher.config._attn_implementation = "eager"
     built = plan_student(teacher, CompressConfig(ratio=4.0, method=method, max_steps=10, data_aware=False))
     kinds = {type(m.attention.self).__name__ for m in built.student.bert.encoder.layer}
     assert kinds == {"BertSelfAttention"}
