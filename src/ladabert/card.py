@@ -172,6 +172,8 @@ classify("a gripping, beautifully acted film", truncation=True)  # truncation as
 from optimum.intel import OVModelForSequenceClassification
 
 model = OVModelForSequenceClassification.from_pretrained("THIS_DIR")
+# OpenVINO infers in bf16 by default on CPUs with bf16 units; the validated fp32 outputs take
+# ov_config={{"INFERENCE_PRECISION_HINT": "f32"}}.
 ```
 
 ```python

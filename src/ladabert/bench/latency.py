@@ -27,7 +27,7 @@ import numpy as np
 
 from ladabert.config import ALL_BACKENDS, BenchConfig, CompressConfig  # noqa: F401  (ALL_BACKENDS re-exported)
 from ladabert.errors import LadaBertError
-from ladabert.export.runtime import openvino_available, openvino_runner, ort_runner
+from ladabert.export.runtime import backend_parts, openvino_available, openvino_runner, ort_runner
 
 BASE = "bert-base"
 NARROW_DEFAULT = (BenchConfig.narrow_keep_heads, BenchConfig.narrow_keep_ffn)
@@ -131,14 +131,12 @@ def onnx_runner(
 ) -> Callable:
     """One ONNX-based backend of a model whose ``fp32`` (and ``int8``) ONNX files are ``paths``: ORT reads
     the file of its precision, OpenVINO reads the fp32 file and applies its own precision."""
-    if backend in ("ort-fp32", "ort-int8"):
-        precision = backend.split("-")[1]
-        if precision not in paths:
-            raise LadaBertError(f"{paths['fp32'].parent} has no {precision} ONNX file; leave out {backend}")
+    precision, runtime, hint = backend_parts(backend)
+    if precision not in paths:
+        raise LadaBertError(f"{paths['fp32'].parent} has no {precision} ONNX file; leave out {backend}")
+    if runtime == "onnxruntime":
         return ort_runner(paths[precision], threads, spinning=False)
-    if backend.startswith("openvino-"):
-        return openvino_runner(paths["fp32"], threads, backend.split("-")[1], calib, openvino_static)
-    raise ValueError(f"{backend} is not an ONNX backend")
+    return openvino_runner(paths[precision], threads, hint, calib, openvino_static)
 
 
 def median_ms(

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ladabert.errors import LadaBertError
-from ladabert.export.runtime import openvino_runner, ort_runner
+from ladabert.export.runtime import backend_parts, openvino_runner, ort_runner
 
 RUNTIMES = ("onnxruntime", "openvino")
 
@@ -86,6 +87,54 @@ def encode(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = N
     }
 
 
+@dataclass
+class BundleFiles:
+    """What a bundle directory holds for one precision, checked: its ``ladabert.json``, the model file
+    (its checksum matches the recorded one), the label names and the tokenizer."""
+
+    bundle: Path
+    meta: dict[str, Any]
+    path: Path
+    labels: dict[int, str]
+    tokenizer: Any
+
+
+def open_bundle(
+    bundle: str | os.PathLike, precision: str = "fp32", max_length: int | None = None
+) -> BundleFiles:
+    """Check a bundle's files without loading a runtime.
+
+    Raises:
+        LadaBertError: a missing or damaged file, in one line naming the fix.
+    """
+    bundle = Path(bundle)
+    meta = _read_json(bundle / "ladabert.json", "pass a directory written by ladabert export")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise LadaBertError(f"{bundle / 'ladabert.json'} has no valid files table; export the bundle again")
+    fname = files.get(precision, precision if precision.endswith(".onnx") else None)
+    if fname is None:
+        raise LadaBertError(
+            f"{bundle} has no {precision} model (it has {', '.join(files) or 'none'}); "
+            f"export with --precision {precision}"
+        )
+    if not (bundle / fname).is_file():
+        raise LadaBertError(
+            f"{bundle}'s {precision} model {fname} is missing; export the bundle again with ladabert export"
+        )
+    path = bundle / fname
+    _check_digest(path, (meta.get("sha256") or {}).get(precision), precision)
+    config = _read_json(bundle / "config.json", "export the bundle again with ladabert export")
+    try:
+        labels = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    except (TypeError, ValueError, AttributeError):
+        raise LadaBertError(
+            f"{bundle / 'config.json'} has an invalid id2label; export the bundle again"
+        ) from None
+    tokenizer = load_tokenizer(bundle, max_length or meta.get("max_length", 128))
+    return BundleFiles(bundle, meta, path, labels, tokenizer)
+
+
 class OnnxClassifier:
     """A sequence classifier from an exported bundle directory.
 
@@ -99,6 +148,8 @@ class OnnxClassifier:
             CPUs with AMX; OpenVINO's own default there) or ``int8`` (NNCF post-training quantization of the
             fp32 graph on ``calibration``).
         calibration: encoded feeds (:func:`encode`) that OpenVINO int8 calibrates on.
+        backend: a backend name as the latency benchmark spells it (``ort-int8``, ``openvino-bf16``, ...),
+            in place of ``precision``, ``runtime`` and ``openvino_hint``.
     """
 
     def __init__(
@@ -110,44 +161,23 @@ class OnnxClassifier:
         max_length: int | None = None,
         openvino_hint: str = "f32",
         calibration: list[dict[str, np.ndarray]] | None = None,
+        backend: str | None = None,
     ):
         if threads is not None and threads < 1:
             raise LadaBertError(f"threads must be >= 1 (or unset for the runtime's default), got {threads}")
-        self.bundle = Path(bundle)
-        self.meta = _read_json(self.bundle / "ladabert.json", "pass a directory written by ladabert export")
-        files = self.meta.get("files")
-        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            raise LadaBertError(
-                f"{self.bundle / 'ladabert.json'} has no valid files table; export the bundle again"
-            )
-        fname = files.get(precision, precision if precision.endswith(".onnx") else None)
-        if fname is None:
-            raise LadaBertError(
-                f"{bundle} has no {precision} model (it has {', '.join(files) or 'none'}); "
-                f"export with --precision {precision}"
-            )
-        if not (self.bundle / fname).is_file():
-            raise LadaBertError(
-                f"{bundle}'s {precision} model {fname} is missing; export the bundle again with ladabert export"
-            )
-        self.path = self.bundle / fname
-        _check_digest(self.path, (self.meta.get("sha256") or {}).get(precision), precision)
-        config = _read_json(self.bundle / "config.json", "export the bundle again with ladabert export")
-        try:
-            self.labels = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
-        except (TypeError, ValueError, AttributeError):
-            raise LadaBertError(
-                f"{self.bundle / 'config.json'} has an invalid id2label; export the bundle again"
-            ) from None
-        self.tokenizer = load_tokenizer(self.bundle, max_length or self.meta.get("max_length", 128))
+        if backend is not None:
+            precision, runtime, openvino_hint = backend_parts(backend)
+        if runtime not in RUNTIMES:
+            raise LadaBertError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        files = open_bundle(bundle, precision, max_length)
+        self.bundle, self.meta, self.path = files.bundle, files.meta, files.path
+        self.labels, self.tokenizer = files.labels, files.tokenizer
         if runtime == "onnxruntime":
             self._run = ort_runner(self.path, threads)
-        elif runtime == "openvino":
+        else:
             if openvino_hint == "int8" and not calibration:
                 raise LadaBertError("OpenVINO int8 calibrates on example inputs; pass calibration feeds")
             self._run = openvino_runner(self.path, threads, openvino_hint, calibration)
-        else:
-            raise LadaBertError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
     def logits(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64

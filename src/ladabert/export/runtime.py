@@ -18,6 +18,21 @@ from ladabert.errors import LadaBertError
 OPENVINO_PRECISIONS = ("f32", "bf16", "int8")
 
 
+def backend_parts(backend: str) -> tuple[str, str, str]:
+    """``(bundle precision, runtime, OpenVINO precision)`` of a backend name of
+    ``ladabert.config.GATE_BACKENDS``: ONNX Runtime reads the file of its precision, OpenVINO reads the fp32
+    file and applies its own precision."""
+    runtime, _, precision = backend.partition("-")
+    if runtime == "ort" and precision in ("fp32", "int8"):
+        return precision, "onnxruntime", "f32"
+    if runtime == "openvino" and precision in OPENVINO_PRECISIONS:
+        return "fp32", "openvino", precision
+    raise LadaBertError(
+        f"unknown backend {backend!r}; choose one of ort-fp32, ort-int8, "
+        + ", ".join(f"openvino-{p}" for p in OPENVINO_PRECISIONS)
+    )
+
+
 def ort_session(
     model: str | os.PathLike | bytes,
     threads: int | None = None,

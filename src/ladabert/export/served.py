@@ -20,15 +20,6 @@ from ladabert.errors import LadaBertError
 
 CALIBRATION_EXAMPLES = 128
 
-# backend -> (bundle file, runtime, OpenVINO precision)
-_BACKENDS = {
-    "ort-fp32": ("fp32", "onnxruntime", "f32"),
-    "ort-int8": ("int8", "onnxruntime", "f32"),
-    "openvino-f32": ("fp32", "openvino", "f32"),
-    "openvino-bf16": ("fp32", "openvino", "bf16"),
-    "openvino-int8": ("fp32", "openvino", "int8"),
-}
-
 
 def _calibration_texts(config: Any, bundle: Path, task: Any, data_dir: Any) -> list[tuple[str, ...]]:
     from ladabert.pipeline.data import TASKS, load_glue
@@ -77,25 +68,24 @@ def evaluate_bundle(
     from transformers import AutoConfig
 
     from ladabert.export.bundle import text_batches
-    from ladabert.export.runner import OnnxClassifier
+    from ladabert.export.runner import OnnxClassifier, open_bundle
+    from ladabert.export.runtime import backend_parts
     from ladabert.pipeline.teacher import validation_data
 
-    if backend not in _BACKENDS:
-        raise LadaBertError(f"unknown backend {backend!r}; choose one of {', '.join(_BACKENDS)}")
-    bundle = Path(bundle)
-    precision, runtime, hint = _BACKENDS[backend]
-    # The classifier checks the bundle (its files table, checksums, tokenizer) before any data is read.
-    probe = OnnxClassifier(bundle, precision, "onnxruntime", threads, max_length)
+    precision, _, hint = backend_parts(backend)
+    # The bundle's files are checked before any data is read.
+    files = open_bundle(bundle, precision, max_length)
     config = AutoConfig.from_pretrained(str(bundle))
     t, dev = validation_data(
         config, str(bundle), task, validation_file, text_columns, label_column, data_dir, max_samples
     )
     calibration = None
     if hint == "int8":
-        calibration = text_batches(probe.tokenizer, _calibration_texts(config, bundle, t, data_dir), 8)
-    clf = probe
-    if runtime != "onnxruntime":
-        clf = OnnxClassifier(bundle, precision, runtime, threads, max_length, hint, calibration)
+        texts = _calibration_texts(config, Path(bundle), t, data_dir)
+        calibration = text_batches(files.tokenizer, texts, 8)
+    clf = OnnxClassifier(
+        bundle, threads=threads, max_length=max_length, calibration=calibration, backend=backend
+    )
     firsts = [x[0] for x in dev.texts]
     pairs = [x[1] for x in dev.texts] if dev.texts and len(dev.texts[0]) > 1 else None
     logits = clf.logits(firsts, pairs)
