@@ -312,6 +312,7 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
             shape=shape,
             proxy=0.7,
             measured_ms=1.8,
+            blocks_ms=[1.75, 1.8, 1.8, 1.9, 2.2],
             within_budget=True,
         ),
     ]
@@ -326,7 +327,7 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     path.write_text(json.dumps(d))
     render(path)
     md = path.with_suffix(".md").read_text()
-    assert "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) |" in md
+    assert "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) 1.75-2.20 |" in md
     assert "3.53x" in md and path.with_suffix(".png").stat().st_size > 1000
     assert _spearman([1, 2, 3], [0.1, 0.3, 0.2]) == pytest.approx(0.5) and _spearman([1], [2]) is None
     assert "dev accuracy there" not in md  # results without served accuracies have no served table
@@ -432,15 +433,12 @@ def test_frontier_refuses_a_depth_alternative_without_its_budget(tmp_path, capsy
     assert not (tmp_path / "w").exists()
 
 
-def test_a_budget_is_checked_on_the_bundle_timed_alone(tmp_path, monkeypatch):
-    import argparse
-
-    import benchmarks.frontier as F
+def test_budgets_are_checked_on_the_bundles_timed_alone_in_turn(tmp_path, monkeypatch):
     import torch
-    from benchmarks.frontier import _on_budget
+    from benchmarks.frontier import _budget_checks
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ladabert.bench.latency import export_graphs
+    import ladabert.bench.latency as lat
 
     cfg = BertConfig(
         vocab_size=100,
@@ -451,13 +449,17 @@ def test_a_budget_is_checked_on_the_bundle_timed_alone(tmp_path, monkeypatch):
         max_position_embeddings=64,
     )
     torch.manual_seed(0)
-    bundle = tmp_path / "b-onnx"
-    bundle.mkdir()
-    paths = export_graphs(BertForSequenceClassification(cfg).eval(), bundle, "model", int8=False)
-    (bundle / "ladabert.json").write_text(json.dumps({"files": {"fp32": paths["fp32"].name}}))
-    (bundle / "config.json").write_text(json.dumps({"vocab_size": 100}))
-    args = argparse.Namespace(seq=16, rounds=5)
-    monkeypatch.setattr(F, "ALONE_SECONDS", 0.2)
-    fast = _on_budget(bundle, "ort-fp32", 1, 1e3, args)
+    checks = {}
+    for name, budget in (("fast", 1e3), ("tight", 1e-3)):
+        bundle = tmp_path / f"{name}-onnx"
+        bundle.mkdir()
+        paths = lat.export_graphs(BertForSequenceClassification(cfg).eval(), bundle, "model", int8=False)
+        (bundle / "ladabert.json").write_text(json.dumps({"files": {"fp32": paths["fp32"].name}}))
+        (bundle / "config.json").write_text(json.dumps({"vocab_size": 100}))
+        checks[name] = (bundle, "ort-fp32", 1, budget)
+    monkeypatch.setattr(lat, "BUDGET_BLOCK_S", 0.05)
+    out = _budget_checks(checks, 16)
+    assert set(out) == {"fast", "tight"}
+    fast, tight = out["fast"], out["tight"]
     assert fast["backend"] == "ort-fp32" and 0 < fast["measured_ms"] < 1e3 and fast["within_budget"]
-    assert not _on_budget(bundle, "ort-fp32", 1, fast["measured_ms"] / 100, args)["within_budget"]
+    assert len(fast["blocks_ms"]) == lat.BUDGET_BLOCKS and not tight["within_budget"]

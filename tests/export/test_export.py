@@ -185,9 +185,8 @@ def test_bundle_loads_in_optimum_and_predict_needs_no_torch(tmp_path, tiny_teach
     ref = load_classifier(student).eval()(**batch).logits
     assert (ort_model(**batch).logits - ref).abs().max() < 1e-4
     assert ort_model.config.id2label == {0: "negative", 1: "positive"}
-    from optimum.intel import OVModelForSequenceClassification
-
     import openvino as ov
+    from optimum.intel import OVModelForSequenceClassification
 
     ov_model = OVModelForSequenceClassification.from_pretrained(out)  # no from_onnx or other flags
     # OpenVINO's default precision is the CPU's: bf16 where it has bf16 units, whose 8-bit mantissa

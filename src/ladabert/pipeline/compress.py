@@ -219,7 +219,17 @@ def _student_section(  # noqa: ANN202
     if layers is not None:
         extra["layer_map"] = list(layers)
     if searched is not None:
-        keys = ("budget_ms", "backend", "batch", "seq", "threads", "margin", "chosen", "measured_ms")
+        keys = (
+            "budget_ms",
+            "backend",
+            "batch",
+            "seq",
+            "threads",
+            "margin",
+            "chosen",
+            "measured_ms",
+            "blocks_ms",
+        )
         extra["latency_budget"] = {k: searched[k] for k in keys}
     return {
         **extra,
