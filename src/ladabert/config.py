@@ -240,7 +240,10 @@ class CompressConfig(TrainingData, JsonConfig):
     )
     latency_threads: int = _f(2, "intra-op threads the budget is measured with")
     search_timings: int = _f(16, "most candidate shapes the latency search times")
-    initial_ratio: float = _f(2.0, "ratio of the student at step 0; it grows to --ratio along the schedule")
+    initial_ratio: float = _f(
+        2.0,
+        "ratio of the student at step 0; it grows to --ratio along the schedule (the default 2 is capped at --ratio)",
+    )
     schedule: str = _f("cubic", "shape of the ratio schedule", choices=("cubic", "linear"))
     schedule_fraction: float = _f(
         0.25, "share of the steps over which the ratio grows to --ratio; the rest trains at it"
@@ -302,7 +305,8 @@ class CompressConfig(TrainingData, JsonConfig):
         check_range("ratio", self.ratio, 1)
         check_range("initial_ratio", self.initial_ratio, 1)
         if self.initial_ratio > self.ratio and self.initial_ratio != 2.0:
-            # (the default 2 is lowered to a smaller target ratio; an explicit larger start is a mistake)
+            # The default 2 is capped at a smaller target ratio (its help says so); an explicit larger start
+            # is a mistake.
             raise ValueError(
                 f"initial_ratio ({self.initial_ratio:g}) must be <= ratio ({self.ratio:g}): the schedule grows the "
                 "ratio; pass a smaller --initial-ratio"

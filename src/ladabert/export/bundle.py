@@ -102,8 +102,7 @@ def _load_source(
 
 def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2) -> list[dict[str, Any]]:
     """Median ONNX Runtime latency of each exported CPU file at batch 1 and the validated length."""
-    import statistics
-
+    from ladabert.bench.latency import median_ms
     from ladabert.export.runtime import ort_runner
 
     feeds = {
@@ -116,13 +115,7 @@ def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2
         if precision not in files:
             continue
         run = ort_runner(tmp / files[precision], threads)
-        for _ in range(3):
-            run(feeds)
-        times = []
-        for _ in range(15):
-            t0 = time.perf_counter()
-            run(feeds)
-            times.append((time.perf_counter() - t0) * 1e3)
+        ms = median_ms(run, feeds, runs=15, warmup=3, min_s=0.0)
         rows.append(
             {
                 "runtime": "onnxruntime",
@@ -130,7 +123,7 @@ def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2
                 "batch": 1,
                 "seq": max_length,
                 "threads": threads,
-                "median_ms": round(statistics.median(times), 3),
+                "median_ms": round(ms, 3),
             }
         )
     return rows
