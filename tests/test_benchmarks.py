@@ -327,7 +327,10 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     path.write_text(json.dumps(d))
     render(path)
     md = path.with_suffix(".md").read_text()
-    assert "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) 1.75-2.20 |" in md
+    assert (
+        "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) 1.75-2.20 |"
+        in md
+    )
     assert "3.53x" in md and path.with_suffix(".png").stat().st_size > 1000
     assert _spearman([1, 2, 3], [0.1, 0.3, 0.2]) == pytest.approx(0.5) and _spearman([1], [2]) is None
     assert "dev accuracy there" not in md  # results without served accuracies have no served table

@@ -145,8 +145,8 @@ class OnnxClassifier:
         threads: intra-op threads (None: the runtime's default).
         max_length: tokens per example (default: the bundle's export setting).
         openvino_hint: OpenVINO's inference precision, ``f32`` (matches ONNX Runtime), ``bf16`` (faster on
-            CPUs with AMX; OpenVINO's own default there) or ``int8`` (NNCF post-training quantization of the
-            fp32 graph on ``calibration``).
+            CPUs with AMX or AVX512-BF16; OpenVINO's own default there) or ``int8`` (NNCF post-training
+            quantization of the fp32 graph on ``calibration``).
         calibration: encoded feeds (:func:`encode`) that OpenVINO int8 calibrates on.
         backend: a backend name as the latency benchmark spells it (``ort-int8``, ``openvino-bf16``, ...),
             in place of ``precision``, ``runtime`` and ``openvino_hint``.
