@@ -340,6 +340,12 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     render(path)
     md = path.with_suffix(".md").read_text()
     assert "| budget-3x | openvino-bf16 | 87.60% | 98.4% | 3.53x |" in md
+    rows[0]["alone"] = {"backend": "ort-int8", "ms": 5.0, "speedup": 1.0}
+    rows[1]["alone"] = {"backend": "ort-int8", "ms": 1.25, "speedup": 4.0}
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert "| budget-3x | openvino-bf16 | 87.60% | 98.4% | 3.53x | 1.25 ms, 4.00x |" in md
 
 
 def test_frontier_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
