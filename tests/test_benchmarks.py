@@ -346,6 +346,15 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     render(path)
     md = path.with_suffix(".md").read_text()
     assert "| budget-3x | openvino-bf16 | 87.60% | 98.4% | 3.53x | 1.25 ms, 4.00x |" in md
+    assert "budget protocol" not in md.splitlines()[-1]  # no teacher reading when the budgets were set
+    rows[1].update(measured_ms=2.4, within_budget=False, at_budget_speed_ms=1.9)
+    rows[1]["within_budget_at_budget_speed"] = True
+    d["teacher_fastest"].update(protocol_ms=5.0, protocol_ms_at_end=6.3)
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert "| 2.40 (ABOVE) 1.75-2.20; 1.90 at the budget's speed (within) |" in md
+    assert "5.00 ms when the budgets were set, 6.30 ms in the final check" in md
 
 
 def test_frontier_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
@@ -472,3 +481,37 @@ def test_budgets_are_checked_on_the_bundles_timed_alone_in_turn(tmp_path, monkey
     fast, tight = out["fast"], out["tight"]
     assert fast["backend"] == "ort-fp32" and 0 < fast["measured_ms"] < 1e3 and fast["within_budget"]
     assert len(fast["blocks_ms"]) == lat.BUDGET_BLOCKS and not tight["within_budget"]
+
+
+def test_budget_check_reads_students_against_the_teacher_block_by_block(tmp_path, monkeypatch):
+    """A slowdown over most blocks puts the student's median above its budget; read against the teacher
+    in the same blocks, at the teacher's speed when the budgets were set, it is within."""
+    from types import SimpleNamespace
+
+    from benchmarks.frontier import _budget_checks
+
+    import ladabert.bench.latency as lat
+
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 100}))
+    blocks = {"teacher": [10.0, 20.0, 20.0, 20.0, 10.0], "student": [3.0, 6.0, 6.0, 6.0, 3.0]}
+    monkeypatch.setattr(lat, "bundle_runners", lambda b, backends, t: [SimpleNamespace(run=b.name)])
+
+    def fake_blocks(runs, feeds):  # noqa: ANN001, ANN202
+        return {n: {"ms": sorted(blocks[r])[2], "blocks": blocks[r]} for n, r in runs.items()}
+
+    monkeypatch.setattr(lat, "block_medians", fake_blocks)
+    for n in blocks:
+        (tmp_path / n).mkdir()
+        (tmp_path / n / "config.json").write_text(json.dumps({"vocab_size": 100}))
+    checks = {
+        "teacher": (tmp_path / "teacher", "ort-fp32", 1, float("inf")),
+        "student": (tmp_path / "student", "ort-fp32", 1, 3.5),
+    }
+    out = _budget_checks(checks, 16, ("teacher", 10.0))
+    s = out["student"]
+    assert s["measured_ms"] == 6.0 and not s["within_budget"]
+    assert abs(s["vs_reference"] - 0.3) < 1e-9 and abs(s["at_budget_speed_ms"] - 3.0) < 1e-9
+    assert s["within_budget_at_budget_speed"] and out["teacher"]["drift"] == 2.0
+    assert "vs_reference" not in _budget_checks(checks, 16)["student"]
+    blocks["student"] = [4.0, 8.0, 8.0, 8.0, 4.0]  # slower than the slowdown accounts for
+    assert not _budget_checks(checks, 16, ("teacher", 10.0))["student"]["within_budget_at_budget_speed"]
