@@ -21,6 +21,22 @@ def test_every_subcommand_is_available():
         assert cmd in res.stdout
 
 
+def test_every_subcommand_prints_its_help(capsys):
+    import argparse
+
+    import pytest
+
+    from ladabert.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"compress", "export", "bench", "gate"} <= set(sub.choices)
+    for cmd in sub.choices:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and out.startswith(f"usage: ladabert {cmd}"), cmd
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert main(["finetune", "--task", "imdb", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()

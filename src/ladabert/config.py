@@ -513,11 +513,14 @@ class GateConfig(JsonConfig):
     warmup: int = _f(3, "untimed calls of each session per shape")
     sessions: int = _f(
         3,
-        "runtime sessions per model and backend, used in turn (one session can be a few % off for its life)",
+        "runtime sessions per model and backend, used in turn (one session can be a few percent off for its life)",
     )
     baseline: str | None = _f(None, "a stored baseline (from --save-baseline) to use instead of --reference")
     save_baseline: str | None = _f(None, "write the reference's samples and this machine's fingerprint here")
     baseline_rounds: int = _f(300, "rounds of the reference alone when --save-baseline has no candidate")
+    baseline_s: float = _f(
+        2.0, "seconds of those rounds at least (up to --max-rounds): a small model's 300 calls span a moment"
+    )
     seed: int = _f(0, "seed of the random input ids")
 
     def __post_init__(self) -> None:
@@ -547,6 +550,7 @@ class GateConfig(JsonConfig):
         for name in ("threads", "baseline_rounds", "sessions"):
             check_range(name, getattr(self, name), 1)
         check_range("min_rounds", self.min_rounds, 5)
+        check_range("baseline_s", self.baseline_s, 0)
         check_range("max_rounds", self.max_rounds, self.min_rounds)
         check_range("warmup", self.warmup, 0)
         check_range("max_slowdown", self.max_slowdown, 0, 10)
