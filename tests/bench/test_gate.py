@@ -196,7 +196,7 @@ def test_a_stored_baseline_is_used_on_its_machine_and_refused_elsewhere(tiny_bun
     common = ["--seqs", "32", "--max-slowdown", "0.5", "--budget-s", "20"]
     assert main(["gate", "--reference", str(tiny_bundle), "--save-baseline", str(base)] + common) == 0
     stored = json.loads(base.read_text())
-    assert len(stored["samples"]["ort-fp32 b1 s32"]) == GateConfig.baseline_rounds
+    assert GateConfig.baseline_rounds <= len(stored["samples"]["ort-fp32 b1 s32"]) <= GateConfig.max_rounds
     assert main(["gate", "--baseline", str(base), "--candidate", str(tiny_bundle)] + common) == 0
     capsys.readouterr()
 

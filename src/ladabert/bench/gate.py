@@ -18,9 +18,11 @@ checks still open when ``budget_s`` or ``max_rounds`` runs out are *inconclusive
 interval and about how many rounds would decide them. Exit status: 0 pass, 1 regression, 2 usage error,
 3 inconclusive.
 
-A stored baseline (``--save-baseline``) keeps the reference's samples with this machine's fingerprint
-(CPU model, ISA flags, cores, threads, runtime versions); it is compared only where the fingerprint
-matches, and refused in one line, with the command that re-baselines, anywhere else.
+A stored baseline (``--save-baseline``) keeps the reference's samples (``baseline_rounds`` rounds over
+``baseline_s`` seconds at least) with this machine's fingerprint (CPU model, ISA flags, cores, threads,
+runtime versions); it is compared only where the fingerprint matches, and refused in one line, with the
+command that re-baselines, anywhere else. Against it the candidate's first look comes after as many
+rounds as the baseline holds.
 """
 
 from __future__ import annotations
@@ -272,7 +274,12 @@ def _run_rounds(
 ) -> tuple[int, float]:
     """Interleaved rounds until every check is decided or the budget runs out. Returns the rounds and the
     seconds they took."""
-    looks = stats.look_points(cfg.min_rounds, cfg.max_rounds)
+    first = cfg.min_rounds
+    if cfg.baseline:
+        # Unpaired medians compare like with like: the candidate's samples span as many rounds as the
+        # baseline's before the first look, so that one slow spell of the machine does not decide.
+        first = max(first, max(len(c.reference.times) for c in checks))
+    looks = stats.look_points(first, max(first, cfg.max_rounds))
     z = stats.z_value(cfg.confidence, len(looks))
     bar = _progress(progress, cfg.max_rounds)
     start, rounds = time.perf_counter(), 0
@@ -297,16 +304,18 @@ def _run_rounds(
 def _time_reference(
     timers: list[Timer], cfg: GateConfig, feeds: dict[tuple[int, int], dict[str, np.ndarray]], progress: bool
 ) -> tuple[int, float]:
-    """``baseline_rounds`` rounds of the reference alone, for a stored baseline."""
-    bar = _progress(progress, cfg.baseline_rounds)
-    start = time.perf_counter()
-    for n in range(cfg.baseline_rounds):
+    """Rounds of the reference alone, for a stored baseline: ``baseline_rounds`` and ``baseline_s``
+    seconds at least, ``max_rounds`` at most."""
+    bar = _progress(progress, cfg.max_rounds)
+    start, n = time.perf_counter(), 0
+    while n < cfg.max_rounds and (n < cfg.baseline_rounds or time.perf_counter() - start < cfg.baseline_s):
         _time_round(timers, feeds, n)
+        n += 1
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    return cfg.baseline_rounds, time.perf_counter() - start
+    return n, time.perf_counter() - start
 
 
 def _progress(enabled: bool, total: int) -> Any:
