@@ -403,9 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if name in on_budget and on_budget[name]["backend"] == ref["backend"]:
             timed = on_budget[name]
-            vs = timed.get("vs_reference", 1.0 if name == "teacher" else None)
-            if vs is None:  # no reading of the teacher's: the ratio of the medians
-                vs = timed["measured_ms"] / on_budget["teacher"]["measured_ms"]
+            # Block by block against the teacher where it was read so, else the ratio of the medians.
+            vs = timed.get("vs_reference", timed["measured_ms"] / on_budget["teacher"]["measured_ms"])
             row["alone"] = {"backend": ref["backend"], "ms": timed["measured_ms"], "speedup": 1 / vs}
         match = students.get(name, (None, {}))[1].get("match")
         if match:

@@ -51,7 +51,8 @@ def add_config_args(
         kw: dict[str, Any] = {
             "dest": (prefix + f.name).replace("-", "_"),
             "default": None,
-            "help": f"{meta.get('help', '')} (default: {_default_text(f)})",
+            # argparse %-formats help strings: a literal percent sign in a field's help is escaped here.
+            "help": f"{meta.get('help', '')} (default: {_default_text(f)})".replace("%", "%%"),
         }
         if kind is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
