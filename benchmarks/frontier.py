@@ -18,9 +18,9 @@ Steps (each one skipped when its output exists, so a killed run continues where 
    latency: every layer, randomly initialised, the widest hidden size whose exported random-weight graph
    measures within the budget less the search's margin on the budget's backend (bisection over the widths
    distill-only can take; kept in ``distill-only-<d>x.match.json``), distilled with the same steps;
-4. for each divisor of ``--depth-alternative`` (default: none), the student the search finds at the same
-   budget with one layer fewer than the budget student (``--keep-layers``), ``budget-<d>x-L<n>``: trained
-   beside it, it checks the proxy's trade of depth against width;
+4. for each divisor of ``--depth-alternative`` (default: none), the students the search finds at the same
+   budget with ``--fewer-layers`` (default: 1) layers fewer than the budget student (``--keep-layers``),
+   ``budget-<d>x-L<n>``: trained beside it, they check the proxy's trade of depth against width;
 5. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8 (the speedups); the
    bundles with a budget timed again on their budget's backend by the budget protocol, each alone in turn
    for five one-second blocks (the budget check: interleaving other models between its calls evicts its
@@ -278,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         help="budget divisors that also get the best student with one layer fewer than the searched one, at "
         "the same budget (checks the proxy's depth-against-width trade)",
     )
+    p.add_argument(
+        "--fewer-layers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="how many layers fewer than the searched student each depth alternative keeps",
+    )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
@@ -288,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.depth_alternative) - set(args.divisors))
     if unknown:
         p.error(f"--depth-alternative {' '.join(f'{d:g}' for d in unknown)} is not among --divisors")
+    if min(args.fewer_layers) < 1:
+        p.error(f"--fewer-layers must be >= 1, got {min(args.fewer_layers)}")
 
     from ladabert import CompressConfig
     from ladabert.config import GATE_BACKENDS
@@ -340,19 +349,20 @@ def main(argv: list[str] | None = None) -> int:
         students[out.name] = (out, {"config": cfg, "match": match})
     for name, (out, info) in students.items():
         _train(name, out, info["config"], teacher, work, args)
-    # One layer fewer at the same budget: the search's proxy ranked that depth's widest shape lower.
+    # Fewer layers at the same budget: the search's proxy ranked those depths' widest shapes lower.
     for d in args.depth_alternative:
         record = _recorded_search(work / f"budget-{d:g}x")
-        layers = record["chosen"]["layers"] - 1
-        if layers < 1:
-            print(f"budget-{d:g}x keeps one layer: no shallower alternative")
-            continue
-        name = f"budget-{d:g}x-L{layers}"
-        cfg = dataclasses.replace(
-            students[f"budget-{d:g}x"][1]["config"], latency_budget=record["budget_ms"], keep_layers=layers
-        )
-        students[name] = (work / name, {"config": cfg})
-        _train(name, work / name, cfg, teacher, work, args)
+        for fewer in sorted(set(args.fewer_layers)):
+            layers = record["chosen"]["layers"] - fewer
+            if layers < 1:
+                print(f"budget-{d:g}x keeps {record['chosen']['layers']} layers: none to keep {fewer} fewer")
+                continue
+            name = f"budget-{d:g}x-L{layers}"
+            cfg = dataclasses.replace(
+                students[f"budget-{d:g}x"][1]["config"], latency_budget=record["budget_ms"], keep_layers=layers
+            )
+            students[name] = (work / name, {"config": cfg})
+            _train(name, work / name, cfg, teacher, work, args)
 
     bundles = [teacher_bundle] + [work / f"{n}-onnx" for n in students]
     batches = sorted({args.batch, 8})

@@ -449,6 +449,11 @@ def test_frontier_refuses_a_depth_alternative_without_its_budget(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2 and "--depth-alternative 4 is not among --divisors" in err
     assert not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--depth-alternative", "3", "--fewer-layers", "0"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--fewer-layers must be >= 1, got 0" in err
+    assert not (tmp_path / "w").exists()
 
 
 def test_budgets_are_checked_on_the_bundles_timed_alone_in_turn(tmp_path, monkeypatch):
