@@ -8,9 +8,9 @@ today's default and narrow students, each model on its fastest backend.
 Steps (each one skipped when its output exists, so a killed run continues where it stopped):
 
 1. the teacher is exported (``runs/frontier/teacher-onnx``) and timed on every backend at the budget's
-   batch and length: its fastest backend and latency set the budgets, ``fastest / divisor`` (kept in
-   ``teacher-fastest.json``, so that a resumed run keeps its budgets), and it is timed alone by the budget
-   protocol there (the machine's speed when the budgets are set);
+   batch and length; on its fastest backend it is timed alone by the budget protocol, the way the students
+   are checked, and that latency sets the budgets, ``latency / divisor`` (kept in ``teacher-fastest.json``,
+   so that a resumed run keeps its budgets; it is also the machine's speed when the budgets are set);
 2. one ``ladabert compress --latency-budget`` student per budget, on that backend, and the comparison
    students (``--compare``: ``default`` = the 5x student of the results tables, ``narrow`` = the same with
    a sixth of the heads and FFN neurons), all with the same ``--max-steps``; each exported;
@@ -19,8 +19,9 @@ Steps (each one skipped when its output exists, so a killed run continues where 
    measures within the budget less the search's margin on the budget's backend (bisection over the widths
    distill-only can take; kept in ``distill-only-<d>x.match.json``), distilled with the same steps;
 4. for each divisor of ``--depth-alternative`` (default: none), the students the search finds at the same
-   budget with ``--fewer-layers`` (default: 1) layers fewer than the budget student (``--keep-layers``),
-   ``budget-<d>x-L<n>``: trained beside it, they check the proxy's trade of depth against width;
+   budget with the layers of ``--alternative-depths`` (default: one fewer than the budget student) kept
+   (``--keep-layers``), ``budget-<d>x-L<n>``: trained beside it, they check the proxy's trade of depth
+   against width;
 5. every bundle timed in one interleaved run on every backend, at ``--batch`` and 8 (the speedups); the
    bundles with a budget timed again on their budget's backend by the budget protocol, each alone in turn
    for five one-second blocks (the budget check: interleaving other models between its calls evicts its
@@ -106,6 +107,14 @@ def _teacher_fastest(work: Path, bundle: Path, backends: list[str], args: argpar
     ref["protocol_ms"], ref["protocol_blocks_ms"] = t["measured_ms"], t["blocks_ms"]
     write_json_atomic(path, ref)
     return ref
+
+
+def _budget_base(ref: dict) -> float:
+    """What the budgets divide: the teacher alone by the budget protocol, the way the students' bundles are
+    checked (the interleaved median runs slower, each model evicting the others' weights from the caches,
+    and would set budgets no student running alone is measured against); the interleaved median where a
+    work folder has no protocol reading."""
+    return ref.get("protocol_ms") or ref["median_ms"]
 
 
 def _recorded_search(student: Path) -> dict[str, Any] | None:
@@ -279,11 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         "the same budget (checks the proxy's depth-against-width trade)",
     )
     p.add_argument(
-        "--fewer-layers",
+        "--alternative-depths",
         type=int,
         nargs="+",
-        default=[1],
-        help="how many layers fewer than the searched student each depth alternative keeps",
+        default=None,
+        help="layers the depth alternatives keep (default: one fewer than the searched student)",
     )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
@@ -295,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.depth_alternative) - set(args.divisors))
     if unknown:
         p.error(f"--depth-alternative {' '.join(f'{d:g}' for d in unknown)} is not among --divisors")
-    if min(args.fewer_layers) < 1:
-        p.error(f"--fewer-layers must be >= 1, got {min(args.fewer_layers)}")
+    if args.alternative_depths and min(args.alternative_depths) < 1:
+        p.error(f"--alternative-depths must be >= 1, got {min(args.alternative_depths)}")
 
     from ladabert import CompressConfig
     from ladabert.config import GATE_BACKENDS
@@ -317,13 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     _export(teacher, teacher_bundle, args.data_dir)
     ref = _teacher_fastest(work, teacher_bundle, backends, args)
     print(
-        f"teacher: fastest {ref['backend']} {ref['median_ms']:.2f} ms at batch {args.batch} x seq {args.seq}"
+        f"teacher: fastest {ref['backend']} {ref['median_ms']:.2f} ms at batch {args.batch} x seq {args.seq}, "
+        f"budgets divide {_budget_base(ref):.2f} ms"
     )
 
     students: dict[str, tuple[Path, dict[str, Any]]] = {}
     base = {"max_steps": args.max_steps}
     for d in args.divisors:
-        budget = ref["median_ms"] / d
+        budget = _budget_base(ref) / d
         cfg = CompressConfig(
             **base,
             latency_budget=round(budget, 3),
@@ -339,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     margin = CompressConfig().latency_margin
     for d in args.divisors if args.distill_only is None else args.distill_only:
         out = work / f"distill-only-{d:g}x"
-        budget = (_recorded_search(work / f"budget-{d:g}x") or {}).get("budget_ms") or ref["median_ms"] / d
+        budget = (_recorded_search(work / f"budget-{d:g}x") or {}).get("budget_ms") or _budget_base(ref) / d
         try:
             match = _distill_only_match(teacher, budget, margin, ref["backend"], args, out)
         except LadaBertError as e:
@@ -349,20 +359,28 @@ def main(argv: list[str] | None = None) -> int:
         students[out.name] = (out, {"config": cfg, "match": match})
     for name, (out, info) in students.items():
         _train(name, out, info["config"], teacher, work, args)
-    # Fewer layers at the same budget: the search's proxy ranked those depths' widest shapes lower.
+    # Other depths at the same budget: the search's proxy ranked those depths' best shapes lower.
+    refused: dict[str, str] = {}
     for d in args.depth_alternative:
         record = _recorded_search(work / f"budget-{d:g}x")
-        for fewer in sorted(set(args.fewer_layers)):
-            layers = record["chosen"]["layers"] - fewer
+        searched = record["chosen"]["layers"]
+        for layers in sorted(set(args.alternative_depths or [searched - 1]) - {searched}):
             if layers < 1:
-                print(f"budget-{d:g}x keeps {record['chosen']['layers']} layers: none to keep {fewer} fewer")
+                print(f"budget-{d:g}x keeps one layer: no shallower alternative")
                 continue
             name = f"budget-{d:g}x-L{layers}"
             cfg = dataclasses.replace(
-                students[f"budget-{d:g}x"][1]["config"], latency_budget=record["budget_ms"], keep_layers=layers
+                students[f"budget-{d:g}x"][1]["config"],
+                latency_budget=record["budget_ms"],
+                keep_layers=layers,
             )
             students[name] = (work / name, {"config": cfg})
-            _train(name, work / name, cfg, teacher, work, args)
+            try:
+                _train(name, work / name, cfg, teacher, work, args)
+            except LadaBertError as e:  # that depth misses the budget even at its narrowest
+                print(f"{name}: {e}")
+                refused[name] = str(e)
+                del students[name]
 
     bundles = [teacher_bundle] + [work / f"{n}-onnx" for n in students]
     batches = sorted({args.batch, 8})
@@ -448,9 +466,11 @@ def main(argv: list[str] | None = None) -> int:
             "seq": args.seq,
             "protocol_ms": ref.get("protocol_ms"),
             "protocol_ms_at_end": on_budget["teacher"]["measured_ms"],
+            "budgets_divide_ms": _budget_base(ref),
         },
         "settings": {**vars(args), "backends": backends, "batches": batches},
         "rows": out_rows,
+        "refused": refused,
         "proxy_vs_accuracy_spearman": _spearman(
             [r["proxy"] for r in budget_rows], [r["value"] for r in budget_rows]
         ),
@@ -479,7 +499,10 @@ def _searches(args: argparse.Namespace, students: dict, teacher: Path, ref: dict
         data = {
             "task": "sst2",
             "teacher": str(teacher),
-            "teacher_fastest": {k: ref[k] for k in ("backend", "median_ms", "batch", "seq")},
+            "teacher_fastest": {
+                **{k: ref[k] for k in ("backend", "median_ms", "batch", "seq")},
+                "budgets_divide_ms": _budget_base(ref),
+            },
             "rows": rows,
             "settings": vars(args),
         }
@@ -494,8 +517,13 @@ def render_search(path: Path) -> None:
     t = d["teacher_fastest"]
     m = d.get("machine", {})
     lines = [
-        f"Teacher fastest: {t['backend']} {t['median_ms']:.2f} ms at batch {t['batch']} x seq {t['seq']}; "
-        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, 2 threads.",
+        f"Teacher fastest: {t['backend']} {t['median_ms']:.2f} ms at batch {t['batch']} x seq {t['seq']}"
+        + (
+            f", alone by the budget protocol {t['budgets_divide_ms']:.2f} ms"
+            if "budgets_divide_ms" in t
+            else ""
+        )
+        + f"; {m.get('cpu', '?')}, {m.get('cores', '?')} cores, 2 threads.",
         "",
         "| budget | ms | shape (layers/heads/FFN/ratio factor) | kept layers | measured ms | predicted ms | proxy | "
         "shapes timed | search s |",
@@ -567,6 +595,17 @@ def served_table(d: dict) -> list[str]:
     return lines
 
 
+def _budget_note(t: dict) -> str:
+    where = f"at batch {t['batch']} x seq {t['seq']}"
+    if "budgets_divide_ms" in t:
+        return (
+            f"Budgets: the teacher's fastest backend, {t['backend']} ({t['ms']:.2f} ms interleaved {where}), "
+            f"the teacher alone there by the budget protocol before training, {t['budgets_divide_ms']:.2f} ms, "
+            "divided by the budget's divisor"
+        )
+    return f"Budgets: the teacher's fastest as timed before training, {t['backend']} {t['ms']:.2f} ms {where}"
+
+
 def _speed_note(t: dict) -> str:
     if not t.get("protocol_ms"):
         return ""
@@ -587,9 +626,7 @@ def render(path: Path) -> None:
     m = d.get("machine", {})
     md += [
         "",
-        f"Budgets: the teacher's fastest as timed before training, {d['teacher_fastest']['backend']} "
-        f"{d['teacher_fastest']['ms']:.2f} ms at batch "
-        f"{d['teacher_fastest']['batch']} x seq {d['teacher_fastest']['seq']}; {m.get('cpu', '?')}, "
+        _budget_note(d["teacher_fastest"]) + f"; {m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, 2 threads; {d['settings']['max_steps']} distillation steps per student. "
         + _speed_note(d["teacher_fastest"])
         + (
@@ -598,6 +635,8 @@ def render(path: Path) -> None:
             else ""
         ),
     ]
+    # Depths the budget leaves no room for, in the search's own words.
+    md += [f"- {name}: not trained: {why}" for name, why in d.get("refused", {}).items()]
     path.with_suffix(".md").write_text("\n".join(md) + "\n")
 
     import matplotlib

@@ -355,6 +355,27 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     md = path.with_suffix(".md").read_text()
     assert "| 2.40 (ABOVE) 1.75-2.20; 1.90 at the budget's speed (within) |" in md
     assert "5.00 ms when the budgets were set, 6.30 ms in the final check" in md
+    assert "Budgets: the teacher's fastest as timed before training, ort-int8 6.00 ms at batch 1" in md
+    d["teacher_fastest"]["budgets_divide_ms"] = 5.0
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert "ort-int8 (6.00 ms interleaved at batch 1 x seq 128), the teacher alone there" in md
+    assert "by the budget protocol before training, 5.00 ms, divided by the budget's divisor" in md
+    d["refused"] = {"budget-3x-L4": "latency budget 2 ms is out of reach on ort-int8"}
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert (
+        md.splitlines()[-1] == "- budget-3x-L4: not trained: latency budget 2 ms is out of reach on ort-int8"
+    )
+
+
+def test_budgets_divide_the_teacher_alone_where_it_was_read_so():
+    from benchmarks.frontier import _budget_base
+
+    assert _budget_base({"median_ms": 4.9, "protocol_ms": 3.4}) == 3.4
+    assert _budget_base({"median_ms": 4.9}) == 4.9  # a work folder timed before the protocol reading
 
 
 def test_frontier_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
@@ -450,9 +471,9 @@ def test_frontier_refuses_a_depth_alternative_without_its_budget(tmp_path, capsy
     assert e.value.code == 2 and "--depth-alternative 4 is not among --divisors" in err
     assert not (tmp_path / "w").exists()
     with pytest.raises(SystemExit) as e:
-        main([*argv, "--depth-alternative", "3", "--fewer-layers", "0"])
+        main([*argv, "--depth-alternative", "3", "--alternative-depths", "2", "0"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert e.value.code == 2 and "--fewer-layers must be >= 1, got 0" in err
+    assert e.value.code == 2 and "--alternative-depths must be >= 1, got 0" in err
     assert not (tmp_path / "w").exists()
 
 
