@@ -636,7 +636,8 @@ def render(path: Path) -> None:
         ),
     ]
     # Depths the budget leaves no room for, in the search's own words.
-    md += [f"- {name}: not trained: {why}" for name, why in d.get("refused", {}).items()]
+    refused = [f"- {name}: not trained: {why}" for name, why in d.get("refused", {}).items()]
+    md += ["", *refused] if refused else []
     path.with_suffix(".md").write_text("\n".join(md) + "\n")
 
     import matplotlib
