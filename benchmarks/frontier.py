@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         nargs="*",
         default=[],
-        help="budget divisors that also get the best student with one layer fewer than the searched one, at "
-        "the same budget (checks the proxy's depth-against-width trade)",
+        help="budget divisors that also get the best students at other depths (--alternative-depths), at the "
+        "same budget (checks the proxy's depth-against-width trade)",
     )
     p.add_argument(
         "--alternative-depths",
@@ -374,13 +374,13 @@ def main(argv: list[str] | None = None) -> int:
                 latency_budget=record["budget_ms"],
                 keep_layers=layers,
             )
-            students[name] = (work / name, {"config": cfg})
             try:
                 _train(name, work / name, cfg, teacher, work, args)
             except LadaBertError as e:  # that depth misses the budget even at its narrowest
                 print(f"{name}: {e}")
                 refused[name] = str(e)
-                del students[name]
+                continue
+            students[name] = (work / name, {"config": cfg})
 
     bundles = [teacher_bundle] + [work / f"{n}-onnx" for n in students]
     batches = sorted({args.batch, 8})
