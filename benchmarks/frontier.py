@@ -4,6 +4,7 @@ today's default and narrow students, each model on its fastest backend.
     python -m benchmarks.frontier --teacher runs/teacher-sst2                       # budgets: fastest / 1.5 2 3 4 6
     python -m benchmarks.frontier --teacher runs/teacher-sst2 --divisors 2 3 --max-steps 1500
     python -m benchmarks.frontier --teacher runs/teacher-sst2 --search-only   # shapes only, no training
+    python -m benchmarks.frontier --teacher runs/teacher-sst2 --divisors 3 2 --speedups   # speedup targets
 
 Steps (each one skipped when its output exists, so a killed run continues where it stopped):
 
@@ -28,6 +29,10 @@ Steps (each one skipped when its output exists, so a killed run continues where 
    weights from the caches and adds to its latency), the teacher taking its turns among them: a student's
    reading over the teacher's, block by block, times the teacher's reading of step 1 is its latency at the
    machine's speed when the budgets were set, judged against the budget beside the plain reading.
+
+With ``--speedups`` the divisors are targets of ``ladabert compress --latency-speedup``: each search times
+the teacher's shape itself and beside every pick, so the budgets hold through the machine's drift, and
+each student is judged by its speedup over the teacher in the final check (the two alone in turn).
 
 Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
 accuracy, the bundle's ORT int8 one, and the dev accuracy as its fastest backend at ``--batch`` serves it,
@@ -294,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="layers the depth alternatives keep (default: one fewer than the searched student)",
     )
+    p.add_argument(
+        "--speedups",
+        action="store_true",
+        help="the divisors are speedup targets (ladabert compress --latency-speedup): each search times the "
+        "teacher's shape beside its picks, and each student is judged by its speedup over the teacher alone",
+    )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
@@ -333,10 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     students: dict[str, tuple[Path, dict[str, Any]]] = {}
     base = {"max_steps": args.max_steps}
     for d in args.divisors:
-        budget = _budget_base(ref) / d
+        target = (
+            {"latency_speedup": d} if args.speedups else {"latency_budget": round(_budget_base(ref) / d, 3)}
+        )
         cfg = CompressConfig(
             **base,
-            latency_budget=round(budget, 3),
+            **target,
             latency_backend=ref["backend"],
             latency_batch=args.batch,
             latency_seq=args.seq,
@@ -453,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
                 timed=len(search["timed"]),
                 search_s=search["search_s"],
             )
+            if search.get("speedup") is not None and "alone" in row:
+                # The target is a speedup: judged beside the teacher alone, whatever the machine's speed.
+                row["speedup_target"] = search["speedup"]
+                row["within_target"] = row["alone"]["speedup"] >= search["speedup"]
         out_rows.append(row)
     budget_rows = [r for r in out_rows if "proxy" in r]
     data = {
@@ -553,6 +570,8 @@ def table(d: dict) -> list[str]:
             shape = f"hidden {r['hidden_size']}"
         budget_ms = r.get("budget_ms", r.get("matched_budget_ms"))
         budget = f"{budget_ms:.2f} ({r['backend']})" if budget_ms else "-"
+        if "speedup_target" in r:
+            budget = f"{r['speedup_target']:g}x: {budget}"
         measured = "-"
         if r.get("measured_ms"):
             measured = f"{r['measured_ms']:.2f} ({'within' if r['within_budget'] else 'ABOVE'})"
@@ -561,6 +580,9 @@ def table(d: dict) -> list[str]:
             if "at_budget_speed_ms" in r:
                 verdict = "within" if r["within_budget_at_budget_speed"] else "ABOVE"
                 measured += f"; {r['at_budget_speed_ms']:.2f} at the budget's speed ({verdict})"
+            if "speedup_target" in r:
+                verdict = "within" if r["within_target"] else "BELOW"
+                measured += f"; {r['alone']['speedup']:.2f}x the teacher alone ({verdict} target)"
         fb, f8 = r[f"fastest_b{b}"], r.get("fastest_b8", {})
         lines.append(
             f"| {r['model']} | {r['num_layers']} | {shape} | {r['ratio']:.2f}x | {100 * r['value']:.2f}% | "
@@ -595,8 +617,15 @@ def served_table(d: dict) -> list[str]:
     return lines
 
 
-def _budget_note(t: dict) -> str:
+def _budget_note(t: dict, speedups: bool = False) -> str:
     where = f"at batch {t['batch']} x seq {t['seq']}"
+    if speedups:
+        return (
+            f"Targets: speedups over the teacher on its fastest backend, {t['backend']} ({t['ms']:.2f} ms "
+            f"interleaved {where}); each search timed the teacher's shape by the budget protocol, set the budget "
+            "to that latency over the target and timed the teacher's shape beside every pick; each student is "
+            "judged by its speedup over the teacher, the two alone in turn"
+        )
     if "budgets_divide_ms" in t:
         return (
             f"Budgets: the teacher's fastest backend, {t['backend']} ({t['ms']:.2f} ms interleaved {where}), "
@@ -626,7 +655,7 @@ def render(path: Path) -> None:
     m = d.get("machine", {})
     md += [
         "",
-        _budget_note(d["teacher_fastest"]) + f"; {m.get('cpu', '?')}, "
+        _budget_note(d["teacher_fastest"], d["settings"].get("speedups", False)) + f"; {m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, 2 threads; {d['settings']['max_steps']} distillation steps per student. "
         + _speed_note(d["teacher_fastest"])
         + (

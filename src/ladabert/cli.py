@@ -261,7 +261,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     for b in res["budgets"]:
         where = f"{b['backend']} at batch {b['batch']} x seq {b['seq']}"
-        if b["median_ms"] is None:
+        if b.get("speedup") is not None:
+            print(_speedup_line(b, where))
+        elif b["median_ms"] is None:
             print(
                 f"{b['bundle']}: latency budget {b['budget_ms']:g} ms on {where} not measured in this run; "
                 f"pass --backends {b['backend']} --batches {b['batch']} --seqs {b['seq']}"
@@ -273,6 +275,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
     print(f"-> {Path(args.out).absolute()}")
     return 0
+
+
+def _speedup_line(b: dict, where: str) -> str:
+    """The verdict of ``ladabert bench`` on a student compressed to a speedup over its teacher."""
+    if b["speedup_measured"] is not None:
+        verdict = "within" if b["within_budget"] else "BELOW"
+        return (
+            f"{b['bundle']}: {b['median_ms']:.2f} ms on {where}, {b['speedup_measured']:.2f}x the teacher's "
+            f"{b['teacher']} ({b['teacher_ms']:.2f} ms), {verdict} its {b['speedup']:g}x target"
+        )
+    if b["teacher"] is None:
+        return (
+            f"{b['bundle']}: its {b['speedup']:g}x target over the teacher needs the teacher's bundle in the "
+            "same run; pass it beside the student (ladabert export TEACHER_DIR makes one)"
+        )
+    return (
+        f"{b['bundle']}: {b['speedup']:g}x target on {where} not measured in this run; "
+        f"pass --backends {b['backend']} --batches {b['batch']} --seqs {b['seq']}"
+    )
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -311,8 +332,13 @@ def _print_student(m: dict, out: str) -> None:
     search = m.get("latency_search")
     if search:
         c = search["chosen"]
+        target = (
+            f"speedup {search['speedup']:g} over the teacher's {search['reference_ms']:.2f} ms: "
+            if search.get("speedup") is not None
+            else ""
+        )
         print(
-            f"latency budget {search['budget_ms']:g} ms on {search['backend']} at batch {search['batch']} x seq "
+            f"{target}latency budget {search['budget_ms']:g} ms on {search['backend']} at batch {search['batch']} x seq "
             f"{search['seq']}: {c['layers']} layers, {c['heads']} heads, FFN {c['ffn']}, ratio factor "
             f"{c['ratio_factor']:g}; {search['measured_ms']:.2f} ms measured in the search "
             f"({len(search['timed'])} of {search['candidates']} shapes timed, {search['search_s']:.0f} s); "
@@ -333,7 +359,14 @@ def _print_bundle(m: dict, out: str) -> None:
         f"{Path(out).absolute()}"
     )
     b = m.get("latency_budget")
-    if b and b.get("bundle_ms") is not None:
+    if b and b.get("bundle_ms") is not None and b.get("speedup") is not None:
+        verdict = "within" if b["within_budget"] else "BELOW"
+        print(
+            f"speedup target {b['speedup']:g}x on {b['backend']} at batch {b['batch']} x seq {b['seq']}: bundle "
+            f"measures {b['bundle_ms']:.2f} ms, {b['bundle_speedup']:.2f}x the teacher's shape "
+            f"({b['reference_ms']:.2f} ms, timed in turn with it), {verdict} target"
+        )
+    elif b and b.get("bundle_ms") is not None:
         verdict = "within" if b["within_budget"] else "ABOVE"
         print(
             f"latency budget {b['budget_ms']:g} ms on {b['backend']} at batch {b['batch']} x seq {b['seq']}: "

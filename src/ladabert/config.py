@@ -230,6 +230,12 @@ class CompressConfig(TrainingData, JsonConfig):
         "milliseconds per call the exported student may take on --backend at --batch x --seq: the layers, "
         "heads, FFN neurons and ratio are then searched (--ratio and --keep-* are set by the search)",
     )
+    latency_speedup: float | None = _f(
+        None,
+        "instead of --latency-budget: times faster than the teacher the exported student must be on --backend "
+        "at --batch x --seq; the teacher's graph timed there sets the budget (its latency / this), and the "
+        "export checks the ratio with the teacher timed beside the bundle",
+    )
     latency_backend: str = _f(
         "ort-int8", "backend the budget is measured on", choices=GATE_BACKENDS, aliases=("--backend",)
     )
@@ -317,17 +323,7 @@ class CompressConfig(TrainingData, JsonConfig):
         check_range("keep_ffn", self.keep_ffn, 0, 1, lo_open=True)
         if self.keep_layers is not None:
             check_range("keep_layers", self.keep_layers, 1)
-        if self.latency_budget is not None:
-            check_range("latency_budget", self.latency_budget, 0, lo_open=True)
-            if self.method == "distill-only":
-                raise ValueError(
-                    "latency_budget applies to hybrid, svd and prune; distill-only sets its own width"
-                )
-        check_choice("latency_backend", self.latency_backend, GATE_BACKENDS)
-        for name in ("latency_batch", "latency_seq", "latency_threads", "search_timings"):
-            check_range(name, getattr(self, name), 1)
-        check_range("latency_seq", self.latency_seq, 1, 512)
-        check_range("latency_margin", self.latency_margin, 0, 0.9)
+        self._check_latency_target()
         if self.structured and self.method == "distill-only":
             raise ValueError(
                 "keep_layers / keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
@@ -364,6 +360,30 @@ class CompressConfig(TrainingData, JsonConfig):
     def structured(self) -> bool:
         """Layers, heads or FFN neurons are removed before the hybrid compression."""
         return self.keep_heads < 1 or self.keep_ffn < 1 or self.keep_layers is not None
+
+    def _check_latency_target(self) -> None:
+        if self.latency_budget is not None and self.latency_speedup is not None:
+            raise ValueError(
+                "give latency_budget (milliseconds) or latency_speedup (times the teacher), not both"
+            )
+        if self.latency_budget is not None:
+            check_range("latency_budget", self.latency_budget, 0, lo_open=True)
+        if self.latency_speedup is not None:
+            check_range("latency_speedup", self.latency_speedup, 1, lo_open=True)
+        if self.budgeted and self.method == "distill-only":
+            raise ValueError(
+                "a latency target applies to hybrid, svd and prune; distill-only sets its own width"
+            )
+        check_choice("latency_backend", self.latency_backend, GATE_BACKENDS)
+        for name in ("latency_batch", "latency_seq", "latency_threads", "search_timings"):
+            check_range(name, getattr(self, name), 1)
+        check_range("latency_seq", self.latency_seq, 1, 512)
+        check_range("latency_margin", self.latency_margin, 0, 0.9)
+
+    @property
+    def budgeted(self) -> bool:
+        """The shape is searched for a latency target (milliseconds, or a speedup over the teacher)."""
+        return self.latency_budget is not None or self.latency_speedup is not None
 
     @property
     def hybrid_share(self) -> float:

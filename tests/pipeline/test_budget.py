@@ -386,3 +386,104 @@ def test_search_shape_at_a_fixed_depth_keeps_it(tmp_path, tiny_teacher, syntheti
     assert record["chosen"]["layers"] == 1 and {r["layers"] for r in record["timed"]} == {1}
     assert len(record["kept_layers"]) == 1 and record["config"]["keep_layers"] == 1
     assert record["measured_ms"] <= record["target_ms"]
+
+
+def test_a_latency_target_is_milliseconds_or_a_speedup_not_both(tmp_path, tiny_teacher, capsys):
+    from ladabert.cli import main
+
+    with pytest.raises(ValueError, match="latency_budget .* or latency_speedup .*, not both"):
+        budget_cfg(latency_budget=2.0, latency_speedup=3.0)
+    with pytest.raises(ValueError, match="latency_speedup"):
+        budget_cfg(latency_budget=None, latency_speedup=1.0)
+    with pytest.raises(ValueError, match="distill-only sets its own width"):
+        budget_cfg(latency_budget=None, latency_speedup=2.0, method="distill-only")
+    out = tmp_path / "student"
+    argv = ["compress", "--teacher", str(tiny_teacher), "--out", str(out), "--backend", "ort-fp32"]
+    assert main([*argv, "--latency-budget", "2", "--latency-speedup", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not both" in err and "Traceback" not in err
+    assert main([*argv, "--latency-speedup", "0.5"]) == 2
+    assert "latency_speedup" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_unreachable_speedup_is_refused_with_the_largest_one_in_reach(
+    tmp_path, tiny_teacher, synthetic_glue
+):
+    out = tmp_path / "student"
+    cfg = budget_cfg(latency_budget=None, latency_speedup=1000.0)
+    with pytest.raises(LadaBertError) as e:
+        compress(cfg, tiny_teacher, out, data_dir=synthetic_glue)
+    msg = str(e.value)
+    assert msg.startswith("a speedup of 1000 over the teacher (") and "\n" not in msg
+    most = float(msg.split("the speedup can be at most ")[1].split(",")[0])
+    assert 0 < most < 1000 * 0.9 and not out.exists()
+
+
+def test_compress_to_a_speedup_times_each_pick_beside_the_teacher(tmp_path, tiny_teacher, synthetic_glue):
+    from ladabert.config import ExportConfig
+    from ladabert.export.bundle import export_bundle
+    from ladabert.pipeline.student import load_classifier
+
+    probe = _timer(tiny_teacher, budget_cfg(), tmp_path)
+    teacher_ms = probe.reference()["ms"]
+    low = min(probe(c) for c in B.smallest(probe.teacher, budget_cfg()))
+    # Half way, in speed, between the teacher and its fastest student, so that the target is in reach.
+    speedup = max(1.05, (1 + 0.9 * teacher_ms / low) / 2)
+    out = tmp_path / "student"
+    m = compress(
+        budget_cfg(latency_budget=None, latency_speedup=speedup), tiny_teacher, out, data_dir=synthetic_glue
+    )
+    s = m["latency_search"]
+    assert s["speedup"] == speedup and s["budget_ms"] == pytest.approx(s["reference_ms"] / speedup)
+    assert s["reference"] == B.reference_shape(load_classifier(tiny_teacher).config)
+    assert len(s["reference_blocks_ms"]) == 5
+    for c in s["confirmed"]:
+        # A confirmation is the candidate's reading at the speed of the teacher's first reading.
+        assert len(c["reference_blocks"]) == len(c["blocks"]) == 5
+        assert c["ms"] == pytest.approx(s["reference_ms"] / c["speedup"])
+    assert s["measured_ms"] <= s["target_ms"]
+    assert s["measured_speedup"] >= speedup / (1 - s["margin"]) * (1 - 1e-9)
+    assert m["config"]["latency_speedup"] == speedup and m["config"]["latency_budget"] is None
+    section = json.loads((out / "config.json").read_text())["ladabert"]["latency_budget"]
+    assert section["speedup"] == speedup and section["reference"] == s["reference"]
+    meta = export_bundle(
+        out, tmp_path / "bundle", ExportConfig(precisions=("fp32",)), data_dir=synthetic_glue
+    )
+    b = meta["latency_budget"]
+    assert b["speedup"] == speedup and b["reference_ms"] > b["bundle_ms"] > 0
+    ratios = sorted(r / x for r, x in zip(b["reference_blocks_ms"], b["blocks_ms"], strict=True))
+    assert b["bundle_speedup"] == pytest.approx(ratios[2], abs=2e-3)
+    assert b["within_budget"] == (b["bundle_speedup"] >= speedup)
+
+
+def test_bench_judges_a_speedup_against_the_teacher_bundle_of_the_run(tmp_path):
+    from ladabert.bench.latency import budget_checks
+
+    student, teacher = tmp_path / "s", tmp_path / "t"
+    for d, meta in (
+        (
+            student,
+            {
+                "latency_budget": {
+                    "budget_ms": 2.0,
+                    "backend": "ort-int8",
+                    "batch": 1,
+                    "seq": 128,
+                    "speedup": 3.0,
+                    "bundle_ms": 1.9,
+                }
+            },
+        ),
+        (teacher, {"kind": "teacher"}),
+    ):
+        d.mkdir()
+        (d / "ladabert.json").write_text(json.dumps(meta))
+    row = {"model": "s", "backend": "ort-int8", "batch": 1, "seq": 128, "median_ms": 2.5}
+    rows = [row, {**row, "model": "t", "median_ms": 10.0}]
+    (check,) = budget_checks(rows, [student, teacher])
+    # Above 2 ms on a slower machine, yet 4x the teacher measured beside it: the target holds.
+    assert check["teacher"] == "t" and check["speedup_measured"] == 4.0 and check["within_budget"] is True
+    (check,) = budget_checks([row, {**rows[1], "median_ms": 6.0}], [student, teacher])
+    assert check["speedup_measured"] == pytest.approx(2.4) and check["within_budget"] is False
+    (check,) = budget_checks([row], [student])
+    assert check["teacher"] is None and check["speedup_measured"] is None and check["within_budget"] is None

@@ -191,6 +191,12 @@ def block_medians(
     }
 
 
+def block_speedup(blocks: list[float], reference_blocks: list[float]) -> float:
+    """How many times faster than the reference a runner timed in turn with it is: the median of the
+    block-by-block ratios (adjacent blocks share the machine's speed, which drifts on a shared host)."""
+    return statistics.median(r / b for r, b in zip(reference_blocks, blocks, strict=True))
+
+
 def _torch_runner(model: Any, dtype: str, threads: int) -> Callable:
     import torch
 
@@ -353,35 +359,45 @@ def best_backends(rows: list[dict[str, Any]], reference: str | None = None) -> l
 
 def budget_checks(rows: list[dict[str, Any]], bundles: list[Path]) -> list[dict[str, Any]]:
     """For each bundle of a student compressed to a latency budget: the budget, what the export measured,
-    and this run's median on the budget's backend and shape (None when this run did not measure it)."""
+    and this run's median on the budget's backend and shape (None when this run did not measure it).
+
+    A student compressed to a speedup over its teacher is judged by that ratio against the teacher's
+    bundle timed in the same run (``teacher_ms``, ``speedup_measured``; None without a teacher bundle)."""
     import json
 
+    def median(model: str | None, budget: dict[str, Any]) -> float | None:
+        shape = (budget["backend"], budget["batch"], budget["seq"])
+        row = next(
+            (r for r in rows if r["model"] == model and (r["backend"], r["batch"], r["seq"]) == shape), None
+        )
+        return row["median_ms"] if row else None
+
+    teacher = teacher_bundle(bundles)
     out = []
     for b in bundles:
         meta = json.loads((Path(b) / "ladabert.json").read_text())
         budget = meta.get("latency_budget")
         if not budget:
             continue
-        row = next(
-            (
-                r
-                for r in rows
-                if r["model"] == Path(b).name
-                and (r["backend"], r["batch"], r["seq"])
-                == (budget["backend"], budget["batch"], budget["seq"])
-            ),
-            None,
-        )
-        ms = row["median_ms"] if row else None
-        out.append(
-            {
-                "bundle": Path(b).name,
-                **{k: budget[k] for k in ("budget_ms", "backend", "batch", "seq")},
-                "export_ms": budget.get("bundle_ms"),
-                "median_ms": ms,
-                "within_budget": None if ms is None else ms <= budget["budget_ms"],
-            }
-        )
+        ms = median(Path(b).name, budget)
+        check = {
+            "bundle": Path(b).name,
+            **{k: budget[k] for k in ("budget_ms", "backend", "batch", "seq")},
+            "export_ms": budget.get("bundle_ms"),
+            "median_ms": ms,
+            "within_budget": None if ms is None else ms <= budget["budget_ms"],
+        }
+        if budget.get("speedup") is not None:
+            teacher_ms = median(teacher, budget)
+            measured = teacher_ms / ms if teacher_ms is not None and ms is not None else None
+            check.update(
+                speedup=budget["speedup"],
+                teacher=teacher,
+                teacher_ms=teacher_ms,
+                speedup_measured=measured,
+                within_budget=None if measured is None else measured >= budget["speedup"],
+            )
+        out.append(check)
     return out
 
 

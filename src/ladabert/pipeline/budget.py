@@ -34,6 +34,12 @@ The search, in order:
    medians: :func:`ladabert.bench.latency.block_medians`); if that puts it above the target, it keeps
    that latency and the loop goes on.
 
+With ``--latency-speedup X`` instead of a budget in milliseconds, the teacher's own shape (random weights,
+exported the same way) is timed first by the budget protocol, and the budget is that latency divided by
+``X``. Every confirmation then times the candidate in turn with the teacher's shape, block by block, and
+reads the candidate at the machine's speed of that first reading (a shared machine drifts by tens of
+percent within minutes; the ratio of adjacent blocks holds). The export checks the speedup the same way.
+
 With ``--keep-layers N`` the search keeps that depth and searches the widths and ratio at it (a
 student whose layer map is fixed, or a check of the proxy's depth-against-width trade).
 
@@ -463,6 +469,7 @@ class CandidateTimer:
         self.feeds = random_feeds(base.latency_batch, base.latency_seq, cfg.vocab_size, seed=0)
         self.seconds = 0.0
         self.measured: dict[Candidate, float] = {}  # every candidate timed so far
+        self._reference: tuple[Callable, float] | None = None  # the teacher's shape: runner, reading
 
     def student(self, c: Candidate) -> nn.Module:
         from ladabert.pipeline.build import build_student
@@ -486,6 +493,20 @@ class CandidateTimer:
         self.seconds += time.perf_counter() - t0
         return out
 
+    def reference(self) -> dict[str, Any]:
+        """The teacher's own shape (every layer, head and FFN neuron, dense) timed by the budget protocol:
+        ``{"ms", "blocks"}``, what a speedup over the teacher is measured against. From then on
+        :meth:`confirm` times each candidate in turn with it."""
+        from ladabert.bench.latency import block_medians
+
+        t0 = time.perf_counter()
+        b = self.base
+        run = reference_runner(self.model, b.latency_backend, b.latency_threads, self.workdir)
+        out = block_medians({"reference": run}, self.feeds)["reference"]
+        self._reference = (run, out["ms"])
+        self.seconds += time.perf_counter() - t0
+        return out
+
     def __call__(self, c: Candidate) -> float:
         """Median milliseconds of ``c``'s exported graph on the budget's backend (a short timing)."""
         from ladabert.bench.latency import median_ms
@@ -496,31 +517,93 @@ class CandidateTimer:
 
     def confirm(self, c: Candidate) -> dict[str, Any]:
         """``c`` timed by the budget protocol (:func:`ladabert.bench.latency.block_medians`), the one the
-        bundle is checked by after export: ``{"ms", "blocks"}``."""
-        from ladabert.bench.latency import block_medians
+        bundle is checked by after export: ``{"ms", "blocks"}``.
 
-        out = self._timed(c, lambda run: block_medians({"c": run}, self.feeds)["c"])
+        After :meth:`reference`, the teacher's shape takes turns with ``c`` block by block and ``ms`` is
+        ``c``'s latency at the machine's speed of the reference reading (its reading divided by the
+        speedup measured now, ``speedup``): a speedup target holds through the machine's drift."""
+        from ladabert.bench.latency import block_medians, block_speedup
+
+        if self._reference is None:
+            out = self._timed(c, lambda run: block_medians({"c": run}, self.feeds)["c"])
+        else:
+            ref_run, ref_ms = self._reference
+            timed = self._timed(c, lambda run: block_medians({"c": run, "reference": ref_run}, self.feeds))
+            speedup = block_speedup(timed["c"]["blocks"], timed["reference"]["blocks"])
+            out = {
+                "ms": ref_ms / speedup,
+                "blocks": timed["c"]["blocks"],
+                "reference_blocks": timed["reference"]["blocks"],
+                "speedup": speedup,
+            }
         self.measured[c] = out["ms"]
         return out
+
+
+REFERENCE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "num_labels",
+)
+
+
+def reference_shape(teacher_config: Any) -> dict[str, int]:
+    """What rebuilds a random-weight model of the teacher's latency (:func:`reference_model`)."""
+    return {k: int(getattr(teacher_config, k)) for k in REFERENCE_KEYS}
+
+
+def reference_model(shape: dict[str, int]) -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(**shape)).eval()
+
+
+def reference_runner(model: nn.Module, backend: str, threads: int, workdir: Path) -> Callable:
+    """A runner of ``model``'s exported graph (files written to ``workdir``) on ``backend``."""
+    from ladabert.bench.latency import calibration_feeds, export_graphs, onnx_runner
+
+    with torch.inference_mode():
+        paths = export_graphs(model, workdir, "reference", int8=backend == "ort-int8")
+    return onnx_runner(paths, backend, threads, calibration_feeds(model.config.vocab_size))
 
 
 def _where(base: CompressConfig) -> str:
     return f"{base.latency_backend} at batch {base.latency_batch} x seq {base.latency_seq}"
 
 
-def check_budget_reachable(timer: CandidateTimer, base: CompressConfig) -> float:
-    """The latency of the smallest student; raises when even it misses the budget (margin included)."""
+def check_budget_reachable(
+    timer: CandidateTimer, base: CompressConfig, reference: dict[str, Any] | None = None
+) -> float:
+    """The latency of the smallest student; raises when even it misses the budget (margin included).
+    With ``reference`` (``speedup`` and the teacher's ``reference_ms``) the budget is the teacher's latency
+    over the speedup asked, and the refusal speaks of speedups."""
     low = smallest(timer.teacher, base)
     fastest = min(timer(c) for c in low)
     target = base.latency_budget * (1 - base.latency_margin)
     if fastest > target:
         n = low[0].layers
+        reference_ms = reference["reference_ms"] if reference else None
+        what = (
+            f"a speedup of {reference['speedup']:g} over the teacher ({reference_ms:.2f} ms)"
+            if reference
+            else f"latency budget {base.latency_budget:g} ms"
+        )
+        most = (
+            f"the speedup can be at most {reference_ms * (1 - base.latency_margin) / fastest:.2f}"
+            if reference
+            else f"the budget must be at least {fastest / (1 - base.latency_margin):.2f} ms"
+        )
         raise LadaBertError(
-            f"latency budget {base.latency_budget:g} ms is out of reach on {_where(base)}: the fastest student "
-            f"of this teacher ({n} layer{'s' if n > 1 else ''}, 1 head) measures {fastest:.2f} ms here; with "
-            f"the {base.latency_margin:g} "
-            f"margin the budget must be at least {fastest / (1 - base.latency_margin):.2f} ms, or use a "
-            f"faster --backend{' or fewer --keep-layers' if base.keep_layers is not None else ''}"
+            f"{what} is out of reach on {_where(base)}: the fastest student of this teacher ({n} "
+            f"layer{'s' if n > 1 else ''}, 1 head) measures {fastest:.2f} ms here; with the "
+            f"{base.latency_margin:g} margin {most}, or use a faster --backend"
+            f"{' or fewer --keep-layers' if base.keep_layers is not None else ''}"
         )
     return fastest
 
@@ -620,6 +703,7 @@ def search(
         "kept_layers": proxy.layer_sets[chosen.layers - 1],
         "measured_ms": measured[best],
         "blocks_ms": confirmed[best]["blocks"],
+        "measured_speedup": confirmed[best].get("speedup"),
         "confirmed": [{**grid[i].to_dict(), **confirmed[i]} for i in confirmed],
         "predicted_ms": float(predicted[best]),
         "proxy": scores[best],

@@ -16,6 +16,7 @@ is distilled from the teacher. Command line::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -89,7 +90,21 @@ class _BudgetSearch:
         if self.saved is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="ladabert-search-")
             self.timer = budget.CandidateTimer(teacher.config, config, Path(self.tmp.name))
-            self.fastest = budget.check_budget_reachable(self.timer, config)
+            self.reference: dict[str, Any] = {}
+            if config.latency_speedup is not None:
+                # A speedup is a budget in milliseconds at this machine's speed: the teacher's latency / it.
+                ref = self.timer.reference()
+                self.config = dataclasses.replace(
+                    config, latency_budget=ref["ms"] / config.latency_speedup, latency_speedup=None
+                )
+                self.timer.base = self.config
+                self.reference = {
+                    "speedup": config.latency_speedup,
+                    "reference_ms": ref["ms"],
+                    "reference_blocks_ms": ref["blocks"],
+                    "reference": budget.reference_shape(teacher.config),
+                }
+            self.fastest = budget.check_budget_reachable(self.timer, self.config, self.reference or None)
 
     def run(self, train_ds: Any, collator: Any, stats: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         from ladabert.pipeline import budget
@@ -100,6 +115,7 @@ class _BudgetSearch:
         record = budget.search(
             budget.Proxy(self.teacher, stats, batches), self.timer, self.config, self.fastest
         )
+        record.update(self.reference)
         record["config"] = record["config"].to_dict()
         write_json_atomic(self.path, record)
         self.tmp.cleanup()
@@ -229,8 +245,11 @@ def _student_section(  # noqa: ANN202
             "chosen",
             "measured_ms",
             "blocks_ms",
+            "speedup",
+            "reference_ms",
+            "reference",
         )
-        extra["latency_budget"] = {k: searched[k] for k in keys}
+        extra["latency_budget"] = {k: searched[k] for k in keys if k in searched}
     return {
         **extra,
         "method": config.method,
@@ -290,10 +309,10 @@ def compress_model(
     from ladabert.pipeline.build import check_reachable
 
     asked = config  # what the checkpoints are recorded with; a budget's search sets the shape below
-    search = _BudgetSearch(config, teacher, Path(work_dir)) if config.latency_budget is not None else None
+    search = _BudgetSearch(config, teacher, Path(work_dir)) if config.budgeted else None
     if search is None:
         check_reachable(teacher, config)  # before the teacher is scored and calibrated
-    if config.w_attention > 0 or config.latency_budget is not None:
+    if config.w_attention > 0 or config.budgeted:
         # the attention term reads the maps that only eager attention returns
         teacher.config._attn_implementation = "eager"
     teacher.eval()
@@ -399,7 +418,7 @@ def _check_labels(path: str, tcfg: Any, task: Any, files: DataFiles | None) -> N
 
 def _teacher_and_data(config: CompressConfig, teacher: str | os.PathLike, data_dir: Any) -> tuple:
     """The teacher's path and the data, checked against each other before any model is loaded."""
-    if config.latency_budget is not None:
+    if config.budgeted:
         check_budget_settings(config)
     path, tcfg = _load_teacher(teacher, config)
     files = DataFiles.from_config(config)
@@ -423,8 +442,10 @@ def search_shape(
     """
     from ladabert.pipeline.student import load_classifier
 
-    if config.latency_budget is None:
-        raise LadaBertError("search_shape needs a latency budget (latency_budget in milliseconds)")
+    if not config.budgeted:
+        raise LadaBertError(
+            "search_shape needs a latency target: latency_budget (milliseconds) or latency_speedup"
+        )
     path, _, _, train_split, _ = _teacher_and_data(config, teacher, data_dir)
     model = load_classifier(path).eval()
     tokenizer = load_tokenizer_from(path)
