@@ -362,7 +362,7 @@ def test_search_shape_gives_the_shape_without_training(tmp_path, tiny_teacher, s
     record = L.search_shape(budget_cfg(latency_budget=50.0), tiny_teacher, data_dir=synthetic_glue)
     assert record["measured_ms"] <= record["target_ms"] and record["config"]["latency_budget"] is None
     assert set(record["chosen"]) == {"layers", "heads", "ffn", "ratio_factor"}
-    with pytest.raises(LadaBertError, match="needs a latency budget"):
+    with pytest.raises(LadaBertError, match="needs a latency target"):
         L.search_shape(budget_cfg(latency_budget=None), tiny_teacher, data_dir=synthetic_glue)
 
 
