@@ -478,16 +478,13 @@ class CandidateTimer:
         return build_student(self.model, cfg)
 
     def _timed(self, c: Candidate, how: Callable[[Callable], Any]) -> Any:
-        from ladabert.bench.latency import calibration_feeds, export_graphs, onnx_runner
-
         t0 = time.perf_counter()
         name = f"c{c.layers}-{c.heads}-{c.ffn}-{c.ratio_factor:g}"
         b = self.base
         with torch.inference_mode():
             student = self.student(c)
-        paths = export_graphs(student, self.workdir, name, int8=b.latency_backend == "ort-int8")
-        calib = calibration_feeds(self.model.config.vocab_size)
-        out = how(onnx_runner(paths, b.latency_backend, b.latency_threads, calib))
+        run, paths = graph_runner(student, name, b.latency_backend, b.latency_threads, self.workdir)
+        out = how(run)
         for p in paths.values():
             p.unlink(missing_ok=True)
         self.seconds += time.perf_counter() - t0
@@ -501,7 +498,7 @@ class CandidateTimer:
 
         t0 = time.perf_counter()
         b = self.base
-        run = reference_runner(self.model, b.latency_backend, b.latency_threads, self.workdir)
+        run, _ = graph_runner(self.model, "reference", b.latency_backend, b.latency_threads, self.workdir)
         out = block_medians({"reference": run}, self.feeds)["reference"]
         self._reference = (run, out["ms"])
         self.seconds += time.perf_counter() - t0
@@ -564,13 +561,16 @@ def reference_model(shape: dict[str, int]) -> nn.Module:
     return BertForSequenceClassification(BertConfig(**shape)).eval()
 
 
-def reference_runner(model: nn.Module, backend: str, threads: int, workdir: Path) -> Callable:
-    """A runner of ``model``'s exported graph (files written to ``workdir``) on ``backend``."""
+def graph_runner(
+    model: nn.Module, name: str, backend: str, threads: int, workdir: Path
+) -> tuple[Callable, dict[str, Path]]:
+    """A runner of ``model``'s graph, exported through ladabert's export and rewrites into ``workdir``
+    as ``name``, on ``backend``; and the ONNX files it reads."""
     from ladabert.bench.latency import calibration_feeds, export_graphs, onnx_runner
 
     with torch.inference_mode():
-        paths = export_graphs(model, workdir, "reference", int8=backend == "ort-int8")
-    return onnx_runner(paths, backend, threads, calibration_feeds(model.config.vocab_size))
+        paths = export_graphs(model, workdir, name, int8=backend == "ort-int8")
+    return onnx_runner(paths, backend, threads, calibration_feeds(model.config.vocab_size)), paths
 
 
 def _where(base: CompressConfig) -> str:
