@@ -11,9 +11,8 @@ Random weights throughout (``BertConfig()``; latency does not depend on values).
 one interleaved run on every backend at batch 1 and 8, with BERT-base, ``student-<R>x`` and
 ``narrow-<R>x``; each model on its fastest backend against BERT-base's fastest. Then, per batch, each
 model on its fastest backend and BERT-base on every backend are timed again alone by the budget protocol
-(:func:`ladabert.bench.latency.block_medians`, taking turns block by block): interleaved with many
-models, BERT-base's weights are evicted between its calls and its latency inflates, so the speedups
-alone are the ones a production host sees.
+(:func:`ladabert.bench.latency.block_medians`, taking turns block by block): the speedups of models each
+running by itself, as production runs them, beside the interleaved ones.
 
 Writes ``benchmarks/results/budget_bert_base.{json,md}``.
 """
