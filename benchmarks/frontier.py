@@ -33,6 +33,9 @@ Steps (each one skipped when its output exists, so a killed run continues where 
 With ``--speedups`` the divisors are targets of ``ladabert compress --latency-speedup``: each search times
 the teacher's shape itself and beside every pick, so the budgets hold through the machine's drift, and
 each student is judged by its speedup over the teacher in the final check (the two alone in turn).
+``--student-backend B`` searches and serves the students on ``B`` instead of the teacher's fastest (the
+teacher's shape stays on its fastest: ``--reference-backend`` of the searches), for a CPU on which the
+two differ.
 
 Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
 accuracy, the bundle's ORT int8 one, and the dev accuracy as its fastest backend at ``--batch`` serves it,
@@ -305,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the divisors are speedup targets (ladabert compress --latency-speedup): each search times the "
         "teacher's shape beside its picks, and each student is judged by its speedup over the teacher alone",
     )
+    p.add_argument(
+        "--student-backend",
+        default=None,
+        help="backend the students are searched and served on (default: the teacher's fastest); with "
+        "--speedups the teacher's shape stays timed on its fastest (--reference-backend)",
+    )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
@@ -320,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ladabert import CompressConfig
     from ladabert.config import GATE_BACKENDS
+
+    if args.student_backend is not None and args.student_backend not in GATE_BACKENDS:
+        p.error(f"--student-backend must be one of {', '.join(GATE_BACKENDS)}, got {args.student_backend!r}")
     from ladabert.errors import LadaBertError
     from ladabert.export.runtime import openvino_available
     from ladabert.export.served import evaluate_bundle
@@ -343,14 +355,17 @@ def main(argv: list[str] | None = None) -> int:
 
     students: dict[str, tuple[Path, dict[str, Any]]] = {}
     base = {"max_steps": args.max_steps}
+    served_on = args.student_backend or ref["backend"]
     for d in args.divisors:
-        target = (
+        target: dict[str, Any] = (
             {"latency_speedup": d} if args.speedups else {"latency_budget": round(_budget_base(ref) / d, 3)}
         )
+        if args.speedups and served_on != ref["backend"]:
+            target["latency_reference_backend"] = ref["backend"]
         cfg = CompressConfig(
             **base,
             **target,
-            latency_backend=ref["backend"],
+            latency_backend=served_on,
             latency_batch=args.batch,
             latency_seq=args.seq,
         )
@@ -364,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"distill-only-{d:g}x"
         budget = (_recorded_search(work / f"budget-{d:g}x") or {}).get("budget_ms") or _budget_base(ref) / d
         try:
-            match = _distill_only_match(teacher, budget, margin, ref["backend"], args, out)
+            match = _distill_only_match(teacher, budget, margin, served_on, args, out)
         except LadaBertError as e:
             print(f"benchmarks.frontier: error: {e}", file=sys.stderr)
             return 2
@@ -385,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = dataclasses.replace(
                 students[f"budget-{d:g}x"][1]["config"],
                 latency_budget=record["budget_ms"],
+                latency_speedup=None,
+                latency_reference_backend=None,
                 keep_layers=layers,
             )
             try:

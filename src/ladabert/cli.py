@@ -283,7 +283,8 @@ def _speedup_line(b: dict, where: str) -> str:
         verdict = "within" if b["within_budget"] else "BELOW"
         return (
             f"{b['bundle']}: {b['median_ms']:.2f} ms on {where}, {b['speedup_measured']:.2f}x the teacher's "
-            f"{b['teacher']} ({b['teacher_ms']:.2f} ms), {verdict} its {b['speedup']:g}x target"
+            f"{b['teacher']} ({b['teacher_ms']:.2f} ms on {b['teacher_backend']}), {verdict} its "
+            f"{b['speedup']:g}x target"
         )
     if b["teacher"] is None:
         return (
@@ -292,7 +293,8 @@ def _speedup_line(b: dict, where: str) -> str:
         )
     return (
         f"{b['bundle']}: {b['speedup']:g}x target on {where} not measured in this run; "
-        f"pass --backends {b['backend']} --batches {b['batch']} --seqs {b['seq']}"
+        f"pass --backends {' '.join(dict.fromkeys((b['backend'], b['teacher_backend'])))} --batches {b['batch']} "
+        f"--seqs {b['seq']}"
     )
 
 
@@ -322,6 +324,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return res["exit_code"]
 
 
+def _on_other(record: dict) -> str:
+    """`` on B`` when a speedup's teacher is timed on another backend than the student's."""
+    other = record.get("reference_backend")
+    return f" on {other}" if other and other != record["backend"] else ""
+
+
 def _print_student(m: dict, out: str) -> None:
     print(
         f"{m['task']} dev {m['metric']}: student {m['value']:.4f} (teacher {m['teacher_value']:.4f}, "
@@ -333,7 +341,8 @@ def _print_student(m: dict, out: str) -> None:
     if search:
         c = search["chosen"]
         target = (
-            f"speedup {search['speedup']:g} over the teacher's {search['reference_ms']:.2f} ms: "
+            f"speedup {search['speedup']:g} over the teacher's {search['reference_ms']:.2f} ms"
+            f"{_on_other(search)}: "
             if search.get("speedup") is not None
             else ""
         )
@@ -364,7 +373,7 @@ def _print_bundle(m: dict, out: str) -> None:
         print(
             f"speedup target {b['speedup']:g}x on {b['backend']} at batch {b['batch']} x seq {b['seq']}: bundle "
             f"measures {b['bundle_ms']:.2f} ms, {b['bundle_speedup']:.2f}x the teacher's shape "
-            f"({b['reference_ms']:.2f} ms, timed in turn with it), {verdict} target"
+            f"({b['reference_ms']:.2f} ms{_on_other(b)}, timed in turn with it), {verdict} target"
         )
     elif b and b.get("bundle_ms") is not None:
         verdict = "within" if b["within_budget"] else "ABOVE"

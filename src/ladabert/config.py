@@ -239,6 +239,13 @@ class CompressConfig(TrainingData, JsonConfig):
     latency_backend: str = _f(
         "ort-int8", "backend the budget is measured on", choices=GATE_BACKENDS, aliases=("--backend",)
     )
+    latency_reference_backend: str | None = _f(
+        None,
+        "with --latency-speedup: backend the teacher's graph is timed on (default: --backend), e.g. the "
+        "teacher's fastest while the student is served on the backend fastest for its own shape",
+        choices=GATE_BACKENDS,
+        aliases=("--reference-backend",),
+    )
     latency_batch: int = _f(1, "batch size the budget is measured at", aliases=("--batch",))
     latency_seq: int = _f(128, "sequence length the budget is measured at", aliases=("--seq",))
     latency_margin: float = _f(
@@ -375,6 +382,12 @@ class CompressConfig(TrainingData, JsonConfig):
                 "a latency target applies to hybrid, svd and prune; distill-only sets its own width"
             )
         check_choice("latency_backend", self.latency_backend, GATE_BACKENDS)
+        if self.latency_reference_backend is not None:
+            if self.latency_speedup is None:
+                raise ValueError(
+                    "latency_reference_backend applies to latency_speedup: give a speedup, or leave it out"
+                )
+            check_choice("latency_reference_backend", self.latency_reference_backend, GATE_BACKENDS)
         for name in ("latency_batch", "latency_seq", "latency_threads", "search_timings"):
             check_range(name, getattr(self, name), 1)
         check_range("latency_seq", self.latency_seq, 1, 512)

@@ -404,6 +404,11 @@ def test_a_latency_target_is_milliseconds_or_a_speedup_not_both(tmp_path, tiny_t
     assert err.count("\n") == 0 and "not both" in err and "Traceback" not in err
     assert main([*argv, "--latency-speedup", "0.5"]) == 2
     assert "latency_speedup" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match="latency_reference_backend applies to latency_speedup"):
+        budget_cfg(latency_budget=2.0, latency_reference_backend="ort-int8")
+    assert main([*argv, "--latency-budget", "2", "--reference-backend", "ort-int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "applies to latency_speedup" in err and not out.exists()
 
 
 def test_an_unreachable_speedup_is_refused_with_the_largest_one_in_reach(
@@ -419,21 +424,35 @@ def test_an_unreachable_speedup_is_refused_with_the_largest_one_in_reach(
     assert 0 < most < 1000 * 0.9 and not out.exists()
 
 
-def test_compress_to_a_speedup_times_each_pick_beside_the_teacher(tmp_path, tiny_teacher, synthetic_glue):
+@pytest.mark.parametrize("reference_backend", [None, "ort-int8"])
+def test_compress_to_a_speedup_times_each_pick_beside_the_teacher(
+    tmp_path, tiny_teacher, synthetic_glue, monkeypatch, reference_backend
+):
     from ladabert.config import ExportConfig
     from ladabert.export.bundle import export_bundle
     from ladabert.pipeline.student import load_classifier
 
-    probe = _timer(tiny_teacher, budget_cfg(), tmp_path)
+    target = dict(latency_budget=None, latency_reference_backend=reference_backend)
+    probe = _timer(tiny_teacher, budget_cfg(**target, latency_speedup=2.0), tmp_path)
     teacher_ms = probe.reference()["ms"]
     low = min(probe(c) for c in B.smallest(probe.teacher, budget_cfg()))
     # Half way, in speed, between the teacher and its fastest student, so that the target is in reach.
     speedup = max(1.05, (1 + 0.9 * teacher_ms / low) / 2)
+    # Which backend each graph is timed on: the teacher's shape ("reference") on the reference backend.
+    runs: list[tuple[str, str]] = []
+    real_runner = B.graph_runner
+
+    def spy(model, name, backend, *a, **kw):
+        runs.append((name, backend))
+        return real_runner(model, name, backend, *a, **kw)
+
+    monkeypatch.setattr(B, "graph_runner", spy)
     out = tmp_path / "student"
-    m = compress(
-        budget_cfg(latency_budget=None, latency_speedup=speedup), tiny_teacher, out, data_dir=synthetic_glue
-    )
+    m = compress(budget_cfg(**target, latency_speedup=speedup), tiny_teacher, out, data_dir=synthetic_glue)
     s = m["latency_search"]
+    expected = reference_backend or "ort-fp32"
+    assert s["reference_backend"] == expected and ("reference", expected) in runs
+    assert {b for n, b in runs if n != "reference"} == {"ort-fp32"}
     assert s["speedup"] == speedup and s["budget_ms"] == pytest.approx(s["reference_ms"] / speedup)
     assert s["reference"] == B.reference_shape(load_classifier(tiny_teacher).config)
     assert len(s["reference_blocks_ms"]) == 5
@@ -446,10 +465,13 @@ def test_compress_to_a_speedup_times_each_pick_beside_the_teacher(tmp_path, tiny
     assert m["config"]["latency_speedup"] == speedup and m["config"]["latency_budget"] is None
     section = json.loads((out / "config.json").read_text())["ladabert"]["latency_budget"]
     assert section["speedup"] == speedup and section["reference"] == s["reference"]
+    assert section["reference_backend"] == expected
+    runs.clear()
     meta = export_bundle(
         out, tmp_path / "bundle", ExportConfig(precisions=("fp32",)), data_dir=synthetic_glue
     )
     b = meta["latency_budget"]
+    assert runs == [("reference", expected)] and b["reference_backend"] == expected
     assert b["speedup"] == speedup and b["reference_ms"] > b["bundle_ms"] > 0
     ratios = sorted(r / x for r, x in zip(b["reference_blocks_ms"], b["blocks_ms"], strict=True))
     assert b["bundle_speedup"] == pytest.approx(ratios[2], abs=2e-3)
@@ -487,3 +509,11 @@ def test_bench_judges_a_speedup_against_the_teacher_bundle_of_the_run(tmp_path):
     assert check["speedup_measured"] == pytest.approx(2.4) and check["within_budget"] is False
     (check,) = budget_checks([row], [student])
     assert check["teacher"] is None and check["speedup_measured"] is None and check["within_budget"] is None
+    # A teacher timed on another backend than the student: its reading there is the reference.
+    meta = json.loads((student / "ladabert.json").read_text())
+    meta["latency_budget"]["reference_backend"] = "ort-fp32"
+    (student / "ladabert.json").write_text(json.dumps(meta))
+    (check,) = budget_checks(
+        [*rows, {**rows[1], "backend": "ort-fp32", "median_ms": 12.5}], [student, teacher]
+    )
+    assert check["teacher_backend"] == "ort-fp32" and check["speedup_measured"] == 5.0

@@ -362,7 +362,8 @@ def budget_checks(rows: list[dict[str, Any]], bundles: list[Path]) -> list[dict[
     and this run's median on the budget's backend and shape (None when this run did not measure it).
 
     A student compressed to a speedup over its teacher is judged by that ratio against the teacher's
-    bundle timed in the same run (``teacher_ms``, ``speedup_measured``; None without a teacher bundle)."""
+    bundle timed in the same run on the budget's reference backend (``teacher_backend``, ``teacher_ms``,
+    ``speedup_measured``; None without a teacher bundle)."""
     import json
 
     def median(model: str | None, budget: dict[str, Any]) -> float | None:
@@ -388,11 +389,13 @@ def budget_checks(rows: list[dict[str, Any]], bundles: list[Path]) -> list[dict[
             "within_budget": None if ms is None else ms <= budget["budget_ms"],
         }
         if budget.get("speedup") is not None:
-            teacher_ms = median(teacher, budget)
+            reference = budget.get("reference_backend") or budget["backend"]
+            teacher_ms = median(teacher, {**budget, "backend": reference})
             measured = teacher_ms / ms if teacher_ms is not None and ms is not None else None
             check.update(
                 speedup=budget["speedup"],
                 teacher=teacher,
+                teacher_backend=reference,
                 teacher_ms=teacher_ms,
                 speedup_measured=measured,
                 within_budget=None if measured is None else measured >= budget["speedup"],

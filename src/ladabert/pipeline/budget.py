@@ -491,14 +491,16 @@ class CandidateTimer:
         return out
 
     def reference(self) -> dict[str, Any]:
-        """The teacher's own shape (every layer, head and FFN neuron, dense) timed by the budget protocol:
+        """The teacher's own shape (every layer, head and FFN neuron, dense) timed by the budget protocol
+        on the reference backend (``latency_reference_backend``, by default the budget's):
         ``{"ms", "blocks"}``, what a speedup over the teacher is measured against. From then on
         :meth:`confirm` times each candidate in turn with it."""
         from ladabert.bench.latency import block_medians
 
         t0 = time.perf_counter()
         b = self.base
-        run, _ = graph_runner(self.model, "reference", b.latency_backend, b.latency_threads, self.workdir)
+        backend = b.latency_reference_backend or b.latency_backend
+        run, _ = graph_runner(self.model, "reference", backend, b.latency_threads, self.workdir)
         out = block_medians({"reference": run}, self.feeds)["reference"]
         self._reference = (run, out["ms"])
         self.seconds += time.perf_counter() - t0

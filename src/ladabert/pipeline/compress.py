@@ -95,13 +95,17 @@ class _BudgetSearch:
                 # A speedup is a budget in milliseconds at this machine's speed: the teacher's latency / it.
                 ref = self.timer.reference()
                 self.config = dataclasses.replace(
-                    config, latency_budget=ref["ms"] / config.latency_speedup, latency_speedup=None
+                    config,
+                    latency_budget=ref["ms"] / config.latency_speedup,
+                    latency_speedup=None,
+                    latency_reference_backend=None,
                 )
                 self.timer.base = self.config
                 self.reference = {
                     "speedup": config.latency_speedup,
                     "reference_ms": ref["ms"],
                     "reference_blocks_ms": ref["blocks"],
+                    "reference_backend": config.latency_reference_backend or config.latency_backend,
                     "reference": budget.reference_shape(teacher.config),
                 }
             self.fastest = budget.check_budget_reachable(self.timer, self.config, self.reference or None)
@@ -247,6 +251,7 @@ def _student_section(  # noqa: ANN202
             "blocks_ms",
             "speedup",
             "reference_ms",
+            "reference_backend",
             "reference",
         )
         extra["latency_budget"] = {k: searched[k] for k in keys if k in searched}
