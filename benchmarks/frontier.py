@@ -459,11 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         row["served"]["of_teacher"] = (
             row["served"]["value"] / out_rows[0]["served"]["value"] if out_rows else 1.0
         )
-        if name in on_budget and on_budget[name]["backend"] == ref["backend"]:
+        if name in on_budget:
             timed = on_budget[name]
-            # Block by block against the teacher where it was read so, else the ratio of the medians.
+            # Block by block against the teacher (on its fastest backend) where it was read so, else the
+            # ratio of the medians; each student on the backend it is served on.
             vs = timed.get("vs_reference", timed["measured_ms"] / on_budget["teacher"]["measured_ms"])
-            row["alone"] = {"backend": ref["backend"], "ms": timed["measured_ms"], "speedup": 1 / vs}
+            row["alone"] = {"backend": timed["backend"], "ms": timed["measured_ms"], "speedup": 1 / vs}
         match = students.get(name, (None, {}))[1].get("match")
         if match:
             row.update(
@@ -634,14 +635,19 @@ def served_table(d: dict) -> list[str]:
     return lines
 
 
-def _budget_note(t: dict, speedups: bool = False) -> str:
+def _budget_note(t: dict, speedups: bool = False, student_backend: str | None = None) -> str:
     where = f"at batch {t['batch']} x seq {t['seq']}"
+    served = (
+        f"; the students searched and served on {student_backend}"
+        if student_backend and student_backend != t["backend"]
+        else ""
+    )
     if speedups:
         return (
             f"Targets: speedups over the teacher on its fastest backend, {t['backend']} ({t['ms']:.2f} ms "
-            f"interleaved {where}); each search timed the teacher's shape by the budget protocol, set the budget "
-            "to that latency over the target and timed the teacher's shape beside every pick; each student is "
-            "judged by its speedup over the teacher, the two alone in turn"
+            f"interleaved {where}){served}; each search timed the teacher's shape by the budget protocol, set "
+            "the budget to that latency over the target and timed the teacher's shape beside every pick; each "
+            "student is judged by its speedup over the teacher, the two alone in turn"
         )
     if "budgets_divide_ms" in t:
         return (
@@ -672,7 +678,10 @@ def render(path: Path) -> None:
     m = d.get("machine", {})
     md += [
         "",
-        _budget_note(d["teacher_fastest"], d["settings"].get("speedups", False)) + f"; {m.get('cpu', '?')}, "
+        _budget_note(
+            d["teacher_fastest"], d["settings"].get("speedups", False), d["settings"].get("student_backend")
+        )
+        + f"; {m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, 2 threads; {d['settings']['max_steps']} distillation steps per student. "
         + _speed_note(d["teacher_fastest"])
         + (
@@ -706,8 +715,10 @@ def render(path: Path) -> None:
     for r in d["rows"]:
         if "budget_ms" in r:
             ax.axvline(r["budget_ms"], color="grey", lw=0.5, ls=":")
+    on = {r["alone"]["backend"] for r in d["rows"]} if alone else set()
+    on_what = f"on {on.pop()}" if len(on) == 1 else f"(teacher on {d['teacher_fastest']['backend']})"
     ax.set_xlabel(
-        f"latency alone on {d['teacher_fastest']['backend']} by the budget protocol, {where} (ms)"
+        f"latency alone {on_what} by the budget protocol, {where} (ms)"
         if alone
         else f"latency on the model's fastest backend, {where} (ms)"
     )
