@@ -362,6 +362,15 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     md = path.with_suffix(".md").read_text()
     assert "ort-int8 (6.00 ms interleaved at batch 1 x seq 128), the teacher alone there" in md
     assert "by the budget protocol before training, 5.00 ms, divided by the budget's divisor" in md
+    # Students searched and served on another backend than the teacher's fastest: the note says so.
+    d["settings"].update(speedups=True, student_backend="openvino-bf16")
+    rows[1]["alone"]["backend"] = "openvino-bf16"
+    path.write_text(json.dumps(d))
+    render(path)
+    md = path.with_suffix(".md").read_text()
+    assert "Targets: speedups over the teacher on its fastest backend, ort-int8" in md
+    assert "x seq 128); the students searched and served on openvino-bf16; each search" in md
+    d["settings"].update(speedups=False, student_backend=None)
     d["refused"] = {"budget-3x-L4": "latency budget 2 ms is out of reach on ort-int8"}
     path.write_text(json.dumps(d))
     render(path)
