@@ -274,6 +274,8 @@ def _fastest(rows: list[dict], model: str, batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ladabert.config import GATE_BACKENDS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="runs/teacher-sst2")
     p.add_argument("--data-dir", default=None, help="GLUE root (default: see ladabert.pipeline.data)")
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--student-backend",
         default=None,
+        choices=GATE_BACKENDS,
         help="backend the students are searched and served on (default: the teacher's fastest); with "
         "--speedups the teacher's shape stays timed on its fastest (--reference-backend)",
     )
@@ -328,10 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--alternative-depths must be >= 1, got {min(args.alternative_depths)}")
 
     from ladabert import CompressConfig
-    from ladabert.config import GATE_BACKENDS
-
-    if args.student_backend is not None and args.student_backend not in GATE_BACKENDS:
-        p.error(f"--student-backend must be one of {', '.join(GATE_BACKENDS)}, got {args.student_backend!r}")
     from ladabert.errors import LadaBertError
     from ladabert.export.runtime import openvino_available
     from ladabert.export.served import evaluate_bundle

@@ -326,8 +326,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def _on_other(record: dict) -> str:
     """`` on B`` when a speedup's teacher is timed on another backend than the student's."""
-    other = record.get("reference_backend")
-    return f" on {other}" if other and other != record["backend"] else ""
+    from ladabert.config import reference_backend
+
+    other = reference_backend(record)
+    return f" on {other}" if other != record["backend"] else ""
 
 
 def _print_student(m: dict, out: str) -> None:

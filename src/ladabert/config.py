@@ -57,6 +57,12 @@ def check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_op
         raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
+def reference_backend(latency: dict[str, Any]) -> str:
+    """The backend a speedup target's teacher is timed on, from a latency record (search, student config,
+    bundle): the ``reference_backend`` it names, else the student's own ``backend``."""
+    return latency.get("reference_backend") or latency["backend"]
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -392,6 +398,11 @@ class CompressConfig(TrainingData, JsonConfig):
             check_range(name, getattr(self, name), 1)
         check_range("latency_seq", self.latency_seq, 1, 512)
         check_range("latency_margin", self.latency_margin, 0, 0.9)
+
+    @property
+    def reference_backend(self) -> str:
+        """The backend the teacher's shape is timed on for a speedup target."""
+        return self.latency_reference_backend or self.latency_backend
 
     @property
     def budgeted(self) -> bool:

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ladabert.config import ALL_BACKENDS, BenchConfig, CompressConfig  # noqa: F401  (ALL_BACKENDS re-exported)
+from ladabert.config import (  # noqa: F401  (ALL_BACKENDS re-exported)
+    ALL_BACKENDS,
+    BenchConfig,
+    CompressConfig,
+    reference_backend,
+)
 from ladabert.errors import LadaBertError
 from ladabert.export.runtime import backend_parts, openvino_available, openvino_runner, ort_runner
 
@@ -389,7 +394,7 @@ def budget_checks(rows: list[dict[str, Any]], bundles: list[Path]) -> list[dict[
             "within_budget": None if ms is None else ms <= budget["budget_ms"],
         }
         if budget.get("speedup") is not None:
-            reference = budget.get("reference_backend") or budget["backend"]
+            reference = reference_backend(budget)
             teacher_ms = median(teacher, {**budget, "backend": reference})
             measured = teacher_ms / ms if teacher_ms is not None and ms is not None else None
             check.update(

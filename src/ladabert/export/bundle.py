@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ladabert.config import PRECISIONS, ExportConfig  # noqa: F401  (ExportConfig re-exported)
+from ladabert.config import PRECISIONS, ExportConfig, reference_backend  # noqa: F401  (ExportConfig re-exported)
 from ladabert.errors import LadaBertError
 from ladabert.utils import atomic_output_dir, run_environment, write_json_atomic
 
@@ -143,10 +143,9 @@ def _budget_check(
     from ladabert.bench.latency import block_medians, calibration_feeds, onnx_runner, random_feeds
     from ladabert.export.runtime import openvino_available
 
-    backend = budget["backend"]
+    backend, reference = budget["backend"], reference_backend(budget)
     record = {k: budget[k] for k in ("budget_ms", "backend", "batch", "seq", "threads")}
-    needs = {backend, reference_backend(budget)} if budget.get("speedup") is not None else {backend}
-    if any(b.startswith("openvino") for b in needs) and not openvino_available():
+    if any(b.startswith("openvino") for b in (backend, reference)) and not openvino_available():
         return {**record, "bundle_ms": None, "within_budget": None, "note": "openvino not installed"}
     paths = {p: tmp / f for p, f in files.items() if p in ("fp32", "int8")}
     runs = {"bundle": onnx_runner(paths, backend, budget["threads"], calibration_feeds(vocab))}
@@ -165,13 +164,13 @@ def _budget_check(
             speedup=budget["speedup"],
             bundle_ms=round(timed["bundle"]["ms"], 3),
             blocks_ms=timed["bundle"]["blocks"],
-            reference_backend=reference_backend(budget),
+            reference_backend=reference,
             reference_ms=round(timed["reference"]["ms"], 3),
             reference_blocks_ms=timed["reference"]["blocks"],
             bundle_speedup=round(speedup, 3),
             within_budget=speedup >= budget["speedup"],
         )
-        against = "" if reference_backend(budget) == backend else f" on {reference_backend(budget)}"
+        against = "" if reference == backend else f" on {reference}"
         miss = (
             f"{where} is {speedup:.2f}x the teacher's shape{against}, below its {budget['speedup']:g}x target"
         )
@@ -184,17 +183,12 @@ def _budget_check(
     return record
 
 
-def reference_backend(budget: dict[str, Any]) -> str:
-    """The backend a speedup target's teacher is timed on: the budget's own unless it names another."""
-    return budget.get("reference_backend") or budget["backend"]
-
-
 def _speedup_check(
     runs: dict[str, Any], feeds: dict[str, Any], budget: dict[str, Any]
 ) -> tuple[dict[str, Any], float]:
     """The bundle and a random-weight model of the teacher's shape (on the budget's reference backend)
-    timed by the budget protocol, turn by turn, so that both readings see the same machine speed: the block medians and the speedup (the
-    median of the block-by-block ratios)."""
+    timed by the budget protocol, turn by turn, so that both readings see the same machine speed: the
+    block medians and the speedup (the median of the block-by-block ratios)."""
     import tempfile
 
     from ladabert.bench.latency import block_medians, block_speedup

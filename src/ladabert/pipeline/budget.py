@@ -499,8 +499,7 @@ class CandidateTimer:
 
         t0 = time.perf_counter()
         b = self.base
-        backend = b.latency_reference_backend or b.latency_backend
-        run, _ = graph_runner(self.model, "reference", backend, b.latency_threads, self.workdir)
+        run, _ = graph_runner(self.model, "reference", b.reference_backend, b.latency_threads, self.workdir)
         out = block_medians({"reference": run}, self.feeds)["reference"]
         self._reference = (run, out["ms"])
         self.seconds += time.perf_counter() - t0

@@ -105,7 +105,7 @@ class _BudgetSearch:
                     "speedup": config.latency_speedup,
                     "reference_ms": ref["ms"],
                     "reference_blocks_ms": ref["blocks"],
-                    "reference_backend": config.latency_reference_backend or config.latency_backend,
+                    "reference_backend": config.reference_backend,
                     "reference": budget.reference_shape(teacher.config),
                 }
             self.fastest = budget.check_budget_reachable(self.timer, self.config, self.reference or None)
