@@ -277,8 +277,8 @@ class CompressConfig(TrainingData, JsonConfig):
     temperature: float = _f(2.0, "softmax temperature of the logit term")
     w_logits: float = _f(1.0, "weight of the logit KL term")
     w_hidden: float = _f(1.0, "weight of the per-layer hidden-state MSE term")
-    w_attention: float | None = _f(
-        None, "weight of the attention-map KL term (default: 1 where the student keeps the teacher's heads)"
+    w_attention: float = _f(
+        1.0, "weight of the attention-map KL term (each kept head against the teacher head it comes from)"
     )
     w_hard: float = _f(0.0, "weight of the cross-entropy on the gold labels")
     average_last: float = _f(
@@ -340,13 +340,6 @@ class CompressConfig(TrainingData, JsonConfig):
         if self.structured and self.method == "distill-only":
             raise ValueError(
                 "keep_layers / keep_heads / keep_ffn apply to hybrid, svd and prune; distill-only sets its own width"
-            )
-        if self.w_attention is None:
-            self.w_attention = 0.0 if self.keep_heads < 1 else 1.0
-        if self.w_attention > 0 and self.keep_heads < 1:
-            raise ValueError(
-                "w_attention needs the student's heads to match the teacher's; set keep_heads to 1 or "
-                "w_attention to 0"
             )
         for name in ("block_size", "schedule_updates", "max_steps", "calibration_samples"):
             check_range(name, getattr(self, name), 1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -106,9 +107,6 @@ def test_structured_settings_are_checked():
         CompressConfig(keep_ffn=1.5)
     with pytest.raises(ValueError, match="distill-only sets its own width"):
         CompressConfig(method="distill-only", keep_ffn=0.5)
-    with pytest.raises(ValueError, match="w_attention needs"):
-        CompressConfig(keep_heads=0.5, w_attention=1.0)
-    assert CompressConfig(keep_ffn=0.5, w_attention=1.0).w_attention == 1.0  # heads kept: maps comparable
     teacher = _bert()
     # A quarter of the heads and an eighth of the FFN alone give more than 3x: 1.2x is below that.
     with pytest.raises(LadaBertError, match="removing layers, heads and FFN neurons alone gives"):
@@ -148,6 +146,51 @@ def test_narrow_compression_learns_exports_and_runs_on_both_runtimes(
     ort_logits = OnnxClassifier(bundle).logits(texts)
     ov_logits = OnnxClassifier(bundle, runtime="openvino", threads=1).logits(texts)
     np.testing.assert_allclose(ov_logits, ort_logits, atol=1e-3)
+
+
+def test_each_kept_head_is_distilled_from_the_teacher_head_it_comes_from():
+    from ladabert.pipeline.compress import head_map
+    from ladabert.pipeline.distill import DistillLoss, attention_kl
+
+    teacher = _bert(heads=4, layers=3)
+    teacher.config._attn_implementation = "eager"
+    with torch.no_grad():  # peaked attention, so that heads' maps differ from one another
+        for layer in teacher.bert.encoder.layer:
+            layer.attention.self.query.weight *= 8
+            layer.attention.self.key.weight *= 8
+    # Structure only (no factorization, no pruned weights): layer 0 of the student sees the teacher's
+    # embeddings through the teacher's own Q/K rows, so its maps are the kept heads' maps exactly.
+    dense = copy.deepcopy(teacher)
+    prune_structure(dense, 0.5, 1.0, None, [0, 2])
+    ratio = sum(p.numel() for p in teacher.parameters()) / sum(p.numel() for p in dense.parameters())
+    cfg = CompressConfig(
+        method="prune", pattern="unstructured", keep_heads=0.5, keep_layers=2, ratio=ratio, data_aware=False
+    )
+    built = plan_student(teacher, cfg, None, [0, 2])
+    student = built.student.eval()
+    student.config._attn_implementation = "eager"
+    heads = head_map(student)
+    assert len(heads) == 2 and all(len(h) == 2 and list(h) == sorted(h) for h in heads)
+    kept0 = [h for h in range(4) if h not in student.config.pruned_heads[0]]
+    assert list(heads[0]) == kept0
+    ids = torch.randint(5, 120, (3, 12))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        t = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        s = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert s.attentions[0].shape == (3, 2, 12, 12)
+    diff = (s.attentions[0] - t.attentions[0][:, list(heads[0])]).abs().max()
+    assert diff < 1e-5
+    # The other heads' maps differ: the map matters, the shapes alone would not say so.
+    others = [h for h in range(4) if h not in heads[0]]
+    assert float(attention_kl((s.attentions[0],), (t.attentions[0][:, others],), mask)) > 0.05
+    loss = DistillLoss(logits=0.0, hidden=0.0, attention=1.0, layer_map=(0, 2), head_map=heads)
+    _, parts = loss(s, t, None, mask)
+    layer1 = float(attention_kl((s.attentions[1],), (t.attentions[2][:, list(heads[1])],), mask))
+    assert parts["attention"] == pytest.approx(layer1 / 2, rel=1e-4, abs=1e-6)  # layer 0 adds ~0
+    with pytest.raises(ValueError, match="mapped to the teacher's"):
+        DistillLoss(logits=0.0, hidden=0.0, attention=1.0, layer_map=(0, 2))(s, t, None, mask)
+    assert head_map(_bert()) is None
 
 
 @pytest.mark.parametrize("method", ["hybrid", "distill-only"])

@@ -217,7 +217,6 @@ def candidate_config(t: Teacher, c: Candidate, base: CompressConfig) -> Compress
         keep_heads=c.heads / cfg.num_attention_heads,
         keep_ffn=c.ffn / cfg.intermediate_size,
         ratio=max(1.0, ratio),
-        w_attention=None if c.heads < cfg.num_attention_heads else base.w_attention,
     )
 
 

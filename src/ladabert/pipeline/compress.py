@@ -178,6 +178,19 @@ def _layer_map(student: torch.nn.Module) -> tuple[int, ...] | None:
     return tuple(kept) if kept is not None else None
 
 
+def head_map(student: torch.nn.Module) -> tuple[tuple[int, ...], ...] | None:
+    """Per student layer, the teacher heads its heads are (None when no layer removed any).
+
+    Hugging Face's ``prune_heads`` keeps the remaining heads in their order and records the removed ones in
+    ``config.pruned_heads`` in the teacher's numbering (``num_attention_heads`` stays the teacher's)."""
+    cfg = student.config
+    pruned = {int(k): set(v) for k, v in (getattr(cfg, "pruned_heads", None) or {}).items() if v}
+    if not pruned:
+        return None
+    every = range(cfg.num_attention_heads)
+    return tuple(tuple(h for h in every if h not in pruned.get(i, ())) for i in range(cfg.num_hidden_layers))
+
+
 def _distillation_trainer(student, teacher, tokenizer, config, task, train_ds, dev_ds, **kw):  # noqa: ANN001, ANN202
     from ladabert.pipeline.distill import DistillationTrainer, DistillLoss, neighbor_table
 
@@ -195,6 +208,7 @@ def _distillation_trainer(student, teacher, tokenizer, config, task, train_ds, d
             config.w_attention,
             config.w_hard,
             layer_map=_layer_map(student),
+            head_map=head_map(student),
         ),
         regression=task.is_regression,
         augment=config.augment,

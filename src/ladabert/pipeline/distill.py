@@ -3,8 +3,8 @@
 The loss is a weighted sum of
 - soft cross-entropy between temperature-scaled teacher and student logits (times T^2),
 - MSE between each student hidden state (embeddings and every layer) and the teacher's, over real tokens,
-- KL divergence from the teacher's attention distributions (MiniLM's signal; ``CompressConfig`` turns it on
-  wherever the student keeps the teacher's heads), and optionally cross-entropy on the gold labels.
+- KL divergence from the teacher's attention distributions (MiniLM's signal), each student head against
+  the teacher head it was pruned from, and optionally cross-entropy on the gold labels.
 
 With ``augment`` > 0 every second training example has some of its tokens replaced (:func:`augment_tokens`)
 before both models see it.
@@ -39,6 +39,9 @@ class DistillLoss:
     hard: float = 0.0
     # Teacher layer index of each student layer, when the student dropped layers (None: one to one).
     layer_map: tuple[int, ...] | None = None
+    # Per student layer, the teacher heads its heads are, in order, when the student removed heads (None:
+    # every layer keeps all of them): the attention term compares each kept head with its own origin.
+    head_map: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -64,6 +67,10 @@ class DistillLoss:
         if self.layer_map is not None:  # hidden state 0 is the embeddings, i + 1 the output of layer i
             t_hidden = t_hidden and (t_hidden[0], *(t_hidden[i + 1] for i in self.layer_map))
             t_att = t_att and tuple(t_att[i] for i in self.layer_map)
+        if self.head_map is not None and t_att:
+            if len(self.head_map) != len(t_att):
+                raise ValueError(f"head_map covers {len(self.head_map)} layers, the student has {len(t_att)}")
+            t_att = tuple(a[:, list(heads)] for a, heads in zip(t_att, self.head_map))
         if self.logits:
             if regression:
                 parts["logits"] = F.mse_loss(s_logits, t_logits)
@@ -118,7 +125,7 @@ def attention_kl(
         if a.shape != b.shape:
             raise ValueError(
                 f"attention maps of shape {tuple(a.shape)} (student) and {tuple(b.shape)} (teacher): attention "
-                "distillation needs the teacher's heads and layers (keep_heads 1)"
+                "distillation needs each student layer and head mapped to the teacher's (layer_map, head_map)"
             )
         p_t = b.float()
         kl = (p_t * (p_t.clamp_min(1e-12).log() - a.float().clamp_min(1e-12).log())).sum(-1)  # (B, H, Lq)
