@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -48,8 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", nargs="+", default=None, help="default: every installed ONNX backend")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--name", default="budget_bert_base")
+    p.add_argument(
+        "--teacher", default=None, help="the searches' teacher directory (default: the one recorded)"
+    )
     args = p.parse_args(argv)
     searches = json.loads(Path(args.searches).read_text())
+    # Only the teacher's config is read (the shares carried over); a path that is not a directory would
+    # send transformers to the model hub.
+    teacher = Path(args.teacher or searches["teacher"])
+    if not (teacher / "config.json").is_file():
+        print(
+            f"benchmarks.budget_bert_base: error: the searches' teacher {teacher} has no config.json; "
+            "pass --teacher with the directory the searches ran on",
+            file=sys.stderr,
+        )
+        return 2
 
     import torch
     from transformers import AutoConfig, BertConfig
@@ -65,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = args.backends or [
         b for b in GATE_BACKENDS if openvino_available() or not b.startswith("openvino")
     ]
-    source = AutoConfig.from_pretrained(searches["teacher"]).to_dict()
+    source = AutoConfig.from_pretrained(str(teacher)).to_dict()
     models = bert_base_students([args.ratio], "rank", 0.5, (0.167, 0.167))
     base = models["bert-base"][1]
     cfg = CompressConfig(pattern="rank", hybrid=0.5, data_aware=False)

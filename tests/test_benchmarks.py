@@ -413,6 +413,19 @@ def test_searched_shapes_carry_over_to_bert_base_as_shares_at_the_ratio():
     assert carried_over({"layers": 1, "heads": 1, "ffn": 96}, source, bert_base, 2.0).ratio_factor == 1.0
 
 
+def test_bert_base_carry_over_refuses_a_teacher_that_is_not_there(tmp_path, capsys):
+    from benchmarks import budget_bert_base
+
+    searches = tmp_path / "search.json"
+    searches.write_text(json.dumps({"teacher": str(tmp_path / "gone"), "rows": []}))
+    assert budget_bert_base.main(["--searches", str(searches)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gone has no config.json" in err and "--teacher" in err
+    # --teacher overrides the recorded path, and is checked the same way.
+    assert budget_bert_base.main(["--searches", str(searches), "--teacher", str(tmp_path / "x")]) == 2
+    assert "x has no config.json" in capsys.readouterr().err
+
+
 def test_distill_only_match_is_the_widest_within_the_target_and_is_kept(tmp_path, tiny_bert_dir, monkeypatch):
     import argparse
 
