@@ -4,7 +4,8 @@
     python -m benchmarks.budget_bert_base                                      # ratio 10, batch 1 and 8
 
 Each shape of ``benchmarks/results/frontier_sst2_search.json`` (chosen by the search for the all-MiniLM
-teacher at a budget) is carried over to BERT-base as shares: layers, heads and FFN neurons kept of the
+teacher at a budget; ``--searches`` takes a frontier result too, whose budget students' shapes are then
+the ones carried over) is carried over to BERT-base as shares: layers, heads and FFN neurons kept of the
 teacher's. The compression ratio is then fixed at ``--ratio`` (the ratio factor makes up what the
 structure does not give, with this project's BERT-base students' pattern, ``rank``, and SVD share 0.5).
 Random weights throughout (``BertConfig()``; latency does not depend on values). Every model is timed in
@@ -40,6 +41,17 @@ def carried_over(shape: dict, source: dict, target, ratio: float):  # noqa: ANN0
     )
     structural = target.params / B.structure_params(target, B.Candidate(layers, heads, ffn, 1.0))
     return B.Candidate(layers, heads, ffn, round(max(1.0, ratio / structural), 6))
+
+
+def searched_shapes(searches: dict) -> dict[str, dict]:
+    """``{model: shape}`` of the budget rows of a search-only result (``chosen``) or of a frontier result
+    (``shape``, the students that were trained); the other rows (teacher, comparison students) have none."""
+    out = {}
+    for row in searches["rows"]:
+        shape = row.get("chosen") or row.get("shape")
+        if isinstance(shape, dict) and {"layers", "heads", "ffn"} <= shape.keys():
+            out[row["model"]] = shape
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         timer = B.CandidateTimer(BertConfig(num_labels=2), cfg, Path(tmp))
         shapes = {}
-        for row in searches["rows"]:
-            cand = carried_over(row["chosen"], source, timer.teacher, args.ratio)
-            name = f"searched-{row['model']}-{args.ratio:g}x"
-            shapes[name] = {"from": row["chosen"], "bert_base": cand.to_dict()}
+        for model, chosen in searched_shapes(searches).items():
+            cand = carried_over(chosen, source, timer.teacher, args.ratio)
+            name = f"searched-{model}-{args.ratio:g}x"
+            shapes[name] = {"from": chosen, "bert_base": cand.to_dict()}
             student = timer.student(cand)
             n = count_parameters(student)["total"]
             shapes[name]["ratio"] = timer.teacher.params / n

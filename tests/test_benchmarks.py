@@ -413,6 +413,23 @@ def test_searched_shapes_carry_over_to_bert_base_as_shares_at_the_ratio():
     assert carried_over({"layers": 1, "heads": 1, "ffn": 96}, source, bert_base, 2.0).ratio_factor == 1.0
 
 
+def test_bert_base_carry_over_reads_the_shapes_of_a_search_or_of_a_frontier():
+    from benchmarks.budget_bert_base import searched_shapes
+
+    a, b = {"layers": 5, "heads": 1, "ffn": 384, "ratio_factor": 1.0}, {"layers": 3, "heads": 6, "ffn": 96}
+    search = {"rows": [{"model": "budget-3x", "chosen": a}, {"model": "budget-2x", "chosen": b}]}
+    assert searched_shapes(search) == {"budget-3x": a, "budget-2x": b}
+    frontier = {
+        "rows": [
+            {"model": "teacher"},
+            {"model": "budget-3x", "shape": a},
+            {"model": "distill-only-3x", "shape": "hidden 96"},
+            {"model": "default", "shape": None},
+        ]
+    }
+    assert searched_shapes(frontier) == {"budget-3x": a}
+
+
 def test_bert_base_carry_over_refuses_a_teacher_that_is_not_there(tmp_path, capsys):
     from benchmarks import budget_bert_base
 

@@ -169,7 +169,7 @@ def test_each_kept_head_is_distilled_from_the_teacher_head_it_comes_from():
     built = plan_student(teacher, cfg, None, [0, 2])
     student = built.student.eval()
     student.config._attn_implementation = "eager"
-    heads = head_map(student)
+    heads = head_map(student, teacher)
     assert len(heads) == 2 and all(len(h) == 2 and list(h) == sorted(h) for h in heads)
     kept0 = [h for h in range(4) if h not in student.config.pruned_heads[0]]
     assert list(heads[0]) == kept0
@@ -190,7 +190,31 @@ def test_each_kept_head_is_distilled_from_the_teacher_head_it_comes_from():
     assert parts["attention"] == pytest.approx(layer1 / 2, rel=1e-4, abs=1e-6)  # layer 0 adds ~0
     with pytest.raises(ValueError, match="mapped to the teacher's"):
         DistillLoss(logits=0.0, hidden=0.0, attention=1.0, layer_map=(0, 2))(s, t, None, mask)
-    assert head_map(_bert()) is None
+    assert head_map(_bert(), _bert()) is None
+
+
+def test_head_map_pairs_heads_with_a_teacher_that_removed_heads_itself():
+    from types import SimpleNamespace
+
+    from ladabert.pipeline.compress import head_map
+
+    def model(pruned, layers=3, layer_map=None):
+        extra = {"layer_map": layer_map} if layer_map else {}
+        cfg = SimpleNamespace(
+            num_attention_heads=4, num_hidden_layers=layers, pruned_heads=pruned, ladabert=extra
+        )
+        return SimpleNamespace(config=cfg)
+
+    teacher = model({0: [1], 2: [0, 3]})
+    # The student inherited the teacher's record and removed head 2 of layer 0 besides; the maps it
+    # returns are indexed among the teacher's remaining heads (layer 0: 0, 2, 3; layer 2: 1, 2).
+    assert head_map(model({0: [1, 2], 2: [0, 3]}), teacher) == ((0, 2), (0, 1, 2, 3), (0, 1))
+    assert head_map(model({0: [1], 2: [0, 3]}), teacher) is None
+    # Layers dropped: student layer i compares with teacher layer layer_map[i], whatever the records say.
+    assert head_map(model({0: [1], 1: [0, 3]}, 2, [1, 2]), teacher) == ((0, 2, 3), (0, 1))
+    assert head_map(model({0: [1], 1: [0, 3]}, 2, [0, 2]), teacher) is None  # the same heads throughout
+    # The same records, other layers: student layer 0 (teacher layer 1) removed a head the teacher kept.
+    assert head_map(model({0: [1]}, 2, [1, 2]), model({0: [1]})) == ((0, 2, 3), (0, 1, 2, 3))
 
 
 @pytest.mark.parametrize("method", ["hybrid", "distill-only"])

@@ -178,17 +178,27 @@ def _layer_map(student: torch.nn.Module) -> tuple[int, ...] | None:
     return tuple(kept) if kept is not None else None
 
 
-def head_map(student: torch.nn.Module) -> tuple[tuple[int, ...], ...] | None:
-    """Per student layer, the teacher heads its heads are (None when no layer removed any).
+def _pruned(config: Any) -> dict[int, set[int]]:
+    return {int(k): set(v) for k, v in (getattr(config, "pruned_heads", None) or {}).items() if v}
+
+
+def head_map(student: torch.nn.Module, teacher: torch.nn.Module) -> tuple[tuple[int, ...], ...] | None:
+    """Per student layer, the positions of its heads among the heads of the teacher layer it came from
+    (None when every layer of both has the same heads).
 
     Hugging Face's ``prune_heads`` keeps the remaining heads in their order and records the removed ones in
-    ``config.pruned_heads`` in the teacher's numbering (``num_attention_heads`` stays the teacher's)."""
-    cfg = student.config
-    pruned = {int(k): set(v) for k, v in (getattr(cfg, "pruned_heads", None) or {}).items() if v}
-    if not pruned:
-        return None
-    every = range(cfg.num_attention_heads)
-    return tuple(tuple(h for h in every if h not in pruned.get(i, ())) for i in range(cfg.num_hidden_layers))
+    ``config.pruned_heads`` in the original numbering (``num_attention_heads`` stays the original count);
+    a student inherits the teacher's record, so a teacher that had heads removed itself pairs up too."""
+    s_pruned, t_pruned = _pruned(student.config), _pruned(teacher.config)
+    every = range(student.config.num_attention_heads)
+    layers = _layer_map(student) or tuple(range(student.config.num_hidden_layers))
+    out, same = [], True
+    for i, j in enumerate(layers):
+        t_kept = [h for h in every if h not in t_pruned.get(j, ())]
+        s_kept = [h for h in every if h not in s_pruned.get(i, ())]
+        same = same and s_kept == t_kept
+        out.append(tuple(t_kept.index(h) for h in s_kept))
+    return None if same else tuple(out)
 
 
 def _distillation_trainer(student, teacher, tokenizer, config, task, train_ds, dev_ds, **kw):  # noqa: ANN001, ANN202
@@ -208,7 +218,7 @@ def _distillation_trainer(student, teacher, tokenizer, config, task, train_ds, d
             config.w_attention,
             config.w_hard,
             layer_map=_layer_map(student),
-            head_map=head_map(student),
+            head_map=head_map(student, teacher),
         ),
         regression=task.is_regression,
         augment=config.augment,
