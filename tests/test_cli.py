@@ -35,6 +35,9 @@ def test_every_subcommand_prints_its_help(capsys):
             main([cmd, "--help"])
         out = capsys.readouterr().out
         assert e.value.code == 0 and out.startswith(f"usage: ladabert {cmd}"), cmd
+        # Each flag states its default once, even where the field's help names it itself.
+        flags = " ".join(out.split()).split(" --")
+        assert not [f for f in flags if f.count("(default:") > 1], cmd
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):

@@ -48,11 +48,15 @@ def add_config_args(
         if not prefix:
             names += list(meta.get("aliases", ()))
         kind, many = _base_type(hints[f.name])
+        text = meta.get("help", "")
+        # A help that says its own default (what an unset field resolves to) keeps only that one.
+        if "(default:" not in text:
+            text = f"{text} (default: {_default_text(f)})"
         kw: dict[str, Any] = {
             "dest": (prefix + f.name).replace("-", "_"),
             "default": None,
             # argparse %-formats help strings: a literal percent sign in a field's help is escaped here.
-            "help": f"{meta.get('help', '')} (default: {_default_text(f)})".replace("%", "%%"),
+            "help": text.replace("%", "%%"),
         }
         if kind is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
