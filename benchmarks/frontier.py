@@ -499,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "seq": args.seq,
             "protocol_ms": ref.get("protocol_ms"),
+            "protocol_blocks_ms": ref.get("protocol_blocks_ms"),
             "protocol_ms_at_end": on_budget["teacher"]["measured_ms"],
+            # The teacher's own blocks in the final check: a change of the machine's speed part-way shows.
+            "protocol_blocks_ms_at_end": on_budget["teacher"]["blocks_ms"],
             "budgets_divide_ms": _budget_base(ref),
         },
         "settings": {**vars(args), "backends": backends, "batches": batches},
@@ -660,10 +663,17 @@ def _budget_note(t: dict, speedups: bool = False, student_backend: str | None = 
 def _speed_note(t: dict) -> str:
     if not t.get("protocol_ms"):
         return ""
+
+    def blocks(key: str) -> str:
+        b = t.get(key)
+        return f" ({min(b):.2f}-{max(b):.2f})" if b else ""
+
+    ranges = " (the range of its block medians)" if t.get("protocol_blocks_ms_at_end") else ""
     return (
-        f"The teacher alone by the budget protocol: {t['protocol_ms']:.2f} ms when the budgets were set, "
-        f"{t['protocol_ms_at_end']:.2f} ms in the final check; 'at the budget's speed' is a student's "
-        "final reading over the teacher's, block by block, times the teacher's first reading. "
+        f"The teacher alone by the budget protocol: {t['protocol_ms']:.2f} ms{blocks('protocol_blocks_ms')} "
+        f"when the budgets were set, {t['protocol_ms_at_end']:.2f} ms{blocks('protocol_blocks_ms_at_end')} "
+        f"in the final check{ranges}; 'at the budget's speed' is a student's final reading over the "
+        "teacher's, block by block, times the teacher's first reading. "
     )
 
 

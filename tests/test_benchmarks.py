@@ -324,9 +324,13 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
         "machine": {"cpu": "X", "cores": 2},
     }
     path = tmp_path / "frontier_t.json"
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+
+    def rendered() -> str:
+        path.write_text(json.dumps(d))
+        render(path)
+        return path.with_suffix(".md").read_text()
+
+    md = rendered()
     assert (
         "| budget-3x | 2 | 2/6/768/1 | 3.00x | 88.00% | 97.8% | 2.00 (ort-int8) | 1.80 (within) 1.75-2.20 |"
         in md
@@ -336,45 +340,39 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     assert "dev accuracy there" not in md  # results without served accuracies have no served table
     rows[0]["served"] = {"backend": "ort-int8", "value": 0.89, "of_teacher": 1.0}
     rows[1]["served"] = {"backend": "openvino-bf16", "value": 0.876, "of_teacher": 0.876 / 0.89}
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+    md = rendered()
     assert "| budget-3x | openvino-bf16 | 87.60% | 98.4% | 3.53x |" in md
     rows[0]["alone"] = {"backend": "ort-int8", "ms": 5.0, "speedup": 1.0}
     rows[1]["alone"] = {"backend": "ort-int8", "ms": 1.25, "speedup": 4.0}
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+    md = rendered()
     assert "| budget-3x | openvino-bf16 | 87.60% | 98.4% | 3.53x | 1.25 ms, 4.00x |" in md
     assert "budget protocol" not in md.splitlines()[-1]  # no teacher reading when the budgets were set
     rows[1].update(measured_ms=2.4, within_budget=False, at_budget_speed_ms=1.9)
     rows[1]["within_budget_at_budget_speed"] = True
     d["teacher_fastest"].update(protocol_ms=5.0, protocol_ms_at_end=6.3)
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+    md = rendered()
     assert "| 2.40 (ABOVE) 1.75-2.20; 1.90 at the budget's speed (within) |" in md
     assert "5.00 ms when the budgets were set, 6.30 ms in the final check" in md
+    d["teacher_fastest"].update(protocol_blocks_ms=[4.9, 5.0, 5.1], protocol_blocks_ms_at_end=[5.0, 6.3, 6.4])
+    md = rendered()
+    assert (
+        "5.00 ms (4.90-5.10) when the budgets were set, 6.30 ms (5.00-6.40) in the final check (the range of its"
+        in md
+    )
     assert "Budgets: the teacher's fastest as timed before training, ort-int8 6.00 ms at batch 1" in md
     d["teacher_fastest"]["budgets_divide_ms"] = 5.0
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+    md = rendered()
     assert "ort-int8 (6.00 ms interleaved at batch 1 x seq 128), the teacher alone there" in md
     assert "by the budget protocol before training, 5.00 ms, divided by the budget's divisor" in md
     # Students searched and served on another backend than the teacher's fastest: the note says so.
     d["settings"].update(speedups=True, student_backend="openvino-bf16")
     rows[1]["alone"]["backend"] = "openvino-bf16"
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+    md = rendered()
     assert "Targets: speedups over the teacher on its fastest backend, ort-int8" in md
     assert "x seq 128); the students searched and served on openvino-bf16; each search" in md
     d["settings"].update(speedups=False, student_backend=None)
     d["refused"] = {"budget-3x-L4": "latency budget 2 ms is out of reach on ort-int8"}
-    path.write_text(json.dumps(d))
-    render(path)
-    md = path.with_suffix(".md").read_text()
+    md = rendered()
     assert (
         md.splitlines()[-1] == "- budget-3x-L4: not trained: latency budget 2 ms is out of reach on ort-int8"
     )
