@@ -30,6 +30,11 @@ def read_teacher_metrics(teacher: str, task: str, tool: str) -> dict[str, Any] |
     return None
 
 
+def block_range(blocks_ms: list[float]) -> str:
+    """The spread of the budget protocol's block medians, as the tables print it: ``lo-hi`` in ms."""
+    return f"{min(blocks_ms):.2f}-{max(blocks_ms):.2f}"
+
+
 def publish(name: str, data: dict[str, Any], render: Any) -> Path:
     """:func:`save_results`, then ``render(path)`` (the .md and plots beside the JSON); returns the path."""
     path = save_results(name, data)

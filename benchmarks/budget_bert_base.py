@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import RESULTS, publish
+from benchmarks._common import RESULTS, block_range, publish
 
 
 def carried_over(shape: dict, source: dict, target, ratio: float):  # noqa: ANN001, ANN201
@@ -181,8 +181,8 @@ def render(path: Path) -> None:
         ]
         for a in alone:
             lines.append(
-                f"| {a['model']} | {a['batch']} | {a['backend']} | {a['ms']:.2f} ({min(a['blocks_ms']):.2f}-"
-                f"{max(a['blocks_ms']):.2f}) | {a['speedup_vs_bert_base_fastest']:.2f}x |"
+                f"| {a['model']} | {a['batch']} | {a['backend']} | {a['ms']:.2f} ({block_range(a['blocks_ms'])}) | "
+                f"{a['speedup_vs_bert_base_fastest']:.2f}x |"
             )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

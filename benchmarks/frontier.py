@@ -57,7 +57,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import publish
+from benchmarks._common import block_range, publish
 from ladabert.utils import write_json_atomic
 
 COMPARE = {
@@ -596,7 +596,7 @@ def table(d: dict) -> list[str]:
         if r.get("measured_ms"):
             measured = f"{r['measured_ms']:.2f} ({'within' if r['within_budget'] else 'ABOVE'})"
             if r.get("blocks_ms"):  # the spread of the protocol's one-second blocks
-                measured += f" {min(r['blocks_ms']):.2f}-{max(r['blocks_ms']):.2f}"
+                measured += f" {block_range(r['blocks_ms'])}"
             if "at_budget_speed_ms" in r:
                 verdict = "within" if r["within_budget_at_budget_speed"] else "ABOVE"
                 measured += f"; {r['at_budget_speed_ms']:.2f} at the budget's speed ({verdict})"
@@ -666,7 +666,7 @@ def _speed_note(t: dict) -> str:
 
     def blocks(key: str) -> str:
         b = t.get(key)
-        return f" ({min(b):.2f}-{max(b):.2f})" if b else ""
+        return f" ({block_range(b)})" if b else ""
 
     ranges = " (the range of its block medians)" if t.get("protocol_blocks_ms_at_end") else ""
     return (
