@@ -370,6 +370,10 @@ def test_frontier_table_and_plot_come_from_the_json(tmp_path):
     md = rendered()
     assert "Targets: speedups over the teacher on its fastest backend, ort-int8" in md
     assert "x seq 128); the students searched and served on openvino-bf16; each search" in md
+    rows[1].update(speedup_target=3.0, within_target=True)
+    rows[1]["alone"]["speedup_blocks"] = [3.8, 4.0, 4.1]
+    md = rendered()
+    assert "; 4.00x the teacher alone, 3.80-4.10x over its 3 blocks (within target) |" in md
     d["settings"].update(speedups=False, student_backend=None)
     d["refused"] = {"budget-3x-L4": "latency budget 2 ms is out of reach on ort-int8"}
     md = rendered()
@@ -512,6 +516,11 @@ def test_frontier_refuses_a_depth_alternative_without_its_budget(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2 and "--alternative-depths must be >= 1, got 0" in err
     assert not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--check-blocks", "0"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--check-blocks must be >= 1, got 0" in err
+    assert not (tmp_path / "w").exists()
 
 
 def test_budgets_are_checked_on_the_bundles_timed_alone_in_turn(tmp_path, monkeypatch):
@@ -544,6 +553,7 @@ def test_budgets_are_checked_on_the_bundles_timed_alone_in_turn(tmp_path, monkey
     fast, tight = out["fast"], out["tight"]
     assert fast["backend"] == "ort-fp32" and 0 < fast["measured_ms"] < 1e3 and fast["within_budget"]
     assert len(fast["blocks_ms"]) == lat.BUDGET_BLOCKS and not tight["within_budget"]
+    assert [len(r["blocks_ms"]) for r in _budget_checks(checks, 16, blocks=2).values()] == [2, 2]
 
 
 def test_budget_check_reads_students_against_the_teacher_block_by_block(tmp_path, monkeypatch):
@@ -559,7 +569,7 @@ def test_budget_check_reads_students_against_the_teacher_block_by_block(tmp_path
     blocks = {"teacher": [10.0, 20.0, 20.0, 20.0, 10.0], "student": [3.0, 6.0, 6.0, 6.0, 3.0]}
     monkeypatch.setattr(lat, "bundle_runners", lambda b, backends, t: [SimpleNamespace(run=b.name)])
 
-    def fake_blocks(runs, feeds):  # noqa: ANN001, ANN202
+    def fake_blocks(runs, feeds, n=None):  # noqa: ANN001, ANN202
         return {n: {"ms": sorted(blocks[r])[2], "blocks": blocks[r]} for n, r in runs.items()}
 
     monkeypatch.setattr(lat, "block_medians", fake_blocks)
@@ -575,6 +585,7 @@ def test_budget_check_reads_students_against_the_teacher_block_by_block(tmp_path
     assert s["measured_ms"] == 6.0 and not s["within_budget"]
     assert abs(s["vs_reference"] - 0.3) < 1e-9 and abs(s["at_budget_speed_ms"] - 3.0) < 1e-9
     assert s["within_budget_at_budget_speed"] and out["teacher"]["drift"] == 2.0
+    assert s["vs_reference_blocks"] == [0.3] * 5
     assert "vs_reference" not in _budget_checks(checks, 16)["student"]
     blocks["student"] = [4.0, 8.0, 8.0, 8.0, 4.0]  # slower than the slowdown accounts for
     assert not _budget_checks(checks, 16, ("teacher", 10.0))["student"]["within_budget_at_budget_speed"]
