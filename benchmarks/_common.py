@@ -30,6 +30,23 @@ def read_teacher_metrics(teacher: str, task: str, tool: str) -> dict[str, Any] |
     return None
 
 
+def cpu_name(machine: dict[str, Any]) -> str:
+    """The CPU of a result with the instruction sets that change its speed ratios: the same model name
+    covers CPUs with and without AVX-512 or AMX."""
+    flags = set(machine.get("flags") or ())
+    kind = (
+        "AMX"
+        if "amx_tile" in flags
+        else "AVX-512, no AMX"
+        if "avx512f" in flags
+        else "AVX2, no AVX-512"
+        if "avx2" in flags
+        else None
+    )
+    cpu = machine.get("cpu", "?")
+    return f"{cpu} ({kind})" if kind else cpu
+
+
 def block_range(blocks_ms: list[float]) -> str:
     """The spread of the budget protocol's block medians, as the tables print it: ``lo-hi`` in ms."""
     return f"{min(blocks_ms):.2f}-{max(blocks_ms):.2f}"

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import RESULTS, block_range, publish
+from benchmarks._common import RESULTS, block_range, cpu_name, publish
 
 
 def carried_over(shape: dict, source: dict, target, ratio: float):  # noqa: ANN001, ANN201
@@ -155,7 +155,7 @@ def render(path: Path) -> None:
     d = json.loads(path.read_text())
     m = d.get("machine", {})
     lines = [
-        f"BERT-base shape, random weights, ratio {d['settings']['ratio']:g}; {m.get('cpu', '?')}, "
+        f"BERT-base shape, random weights, ratio {d['settings']['ratio']:g}; {cpu_name(m)}, "
         f"{m.get('cores', '?')} cores, 2 threads, seq 128, interleaved medians of one run.",
         "",
         "| model | shape (layers/heads/FFN/ratio factor) | ratio | batch | fastest backend | median ms | vs BERT-base fastest |",

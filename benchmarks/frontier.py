@@ -36,7 +36,9 @@ the teacher's shape itself and beside every pick, so the budgets hold through th
 each student is judged by its speedup over the teacher in the final check (the two alone in turn).
 ``--student-backend B`` searches and serves the students on ``B`` instead of the teacher's fastest (the
 teacher's shape stays on its fastest: ``--reference-backend`` of the searches), for a CPU on which the
-two differ.
+two differ; ``--student-backend fastest`` searches each budget on every backend and serves each student on
+the one its search picked (``ladabert compress --backend fastest``); the distill-only students, dense and
+at full depth like the teacher, are then matched on the teacher's fastest.
 
 Writes ``benchmarks/results/frontier_sst2.{json,md,png}``: per model its accuracy (the student's fp32 dev
 accuracy, the bundle's ORT int8 one, and the dev accuracy as its fastest backend at ``--batch`` serves it,
@@ -58,7 +60,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import block_range, publish
+from benchmarks._common import block_range, cpu_name, publish
 from ladabert.utils import write_json_atomic
 
 COMPARE = {
@@ -282,7 +284,7 @@ def _fastest(rows: list[dict], model: str, batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ladabert.config import GATE_BACKENDS
+    from ladabert.config import FASTEST, GATE_BACKENDS, TARGET_BACKENDS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="runs/teacher-sst2")
@@ -321,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--student-backend",
         default=None,
-        choices=GATE_BACKENDS,
-        help="backend the students are searched and served on (default: the teacher's fastest); with "
-        "--speedups the teacher's shape stays timed on its fastest (--reference-backend)",
+        choices=TARGET_BACKENDS,
+        help="backend the students are searched and served on (default: the teacher's fastest; 'fastest': "
+        "each search tries every backend); with --speedups the teacher's shape stays timed on its fastest "
+        "(--reference-backend)",
     )
     p.add_argument("--max-steps", type=int, default=3000, help="distillation steps of every student")
     p.add_argument("--batch", type=int, default=1)
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     students: dict[str, tuple[Path, dict[str, Any]]] = {}
     base = {"max_steps": args.max_steps}
     served_on = args.student_backend or ref["backend"]
+    matched_on = ref["backend"] if served_on == FASTEST else served_on
     for d in args.divisors:
         target: dict[str, Any] = (
             {"latency_speedup": d} if args.speedups else {"latency_budget": round(_budget_base(ref) / d, 3)}
@@ -395,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"distill-only-{d:g}x"
         budget = (_recorded_search(work / f"budget-{d:g}x") or {}).get("budget_ms") or _budget_base(ref) / d
         try:
-            match = _distill_only_match(teacher, budget, margin, served_on, args, out)
+            match = _distill_only_match(teacher, budget, margin, matched_on, args, out)
         except LadaBertError as e:
             print(f"benchmarks.frontier: error: {e}", file=sys.stderr)
             return 2
@@ -579,19 +583,42 @@ def render_search(path: Path) -> None:
             if "budgets_divide_ms" in t
             else ""
         )
-        + f"; {m.get('cpu', '?')}, {m.get('cores', '?')} cores, 2 threads.",
+        + f"; {cpu_name(m)}, {m.get('cores', '?')} cores, 2 threads.",
         "",
-        "| budget | ms | shape (layers/heads/FFN/ratio factor) | kept layers | measured ms | predicted ms | proxy | "
-        "shapes timed | search s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| budget | ms | backend | shape (layers/heads/FFN/ratio factor) | kept layers | measured ms | predicted ms "
+        "| proxy | shapes timed | search s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in d["rows"]:
         c = r["chosen"]
         lines.append(
-            f"| teacher / {r['divisor']:g} | {r['budget_ms']:.2f} | {c['layers']}/{c['heads']}/{c['ffn']}/"
+            f"| teacher / {r['divisor']:g} | {r['budget_ms']:.2f} | {r['backend']} | "
+            f"{c['layers']}/{c['heads']}/{c['ffn']}/"
             f"{c['ratio_factor']:g} | {r['kept_layers']} | {r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | "
             f"{r['proxy']['proxy']:.3f} | {len(r['timed'])} of {r['candidates']} | {r['search_s']:.0f} |"
         )
+    tried = [r for r in d["rows"] if r.get("backends")]
+    if tried:
+        lines += [
+            "",
+            "Each backend's pick (`--backend fastest`: the budget's row above is the highest proxy, then the "
+            "lower latency):",
+            "",
+            "| budget | backend | shape (layers/heads/FFN/ratio factor) | proxy | measured ms | search s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in tried:
+            for p in r["backends"]:
+                if "error" in p:
+                    lines.append(
+                        f"| teacher / {r['divisor']:g} | {p['backend']} | none: {p['error']} | - | - | - |"
+                    )
+                    continue
+                c = p["chosen"]
+                lines.append(
+                    f"| teacher / {r['divisor']:g} | {p['backend']} | {c['layers']}/{c['heads']}/{c['ffn']}/"
+                    f"{c['ratio_factor']:g} | {p['proxy']:.3f} | {p['measured_ms']:.2f} | {p['search_s']:.0f} |"
+                )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -664,7 +691,9 @@ def _budget_note(t: dict, speedups: bool = False, student_backend: str | None = 
     where = f"at batch {t['batch']} x seq {t['seq']}"
     served = (
         f"; the students searched and served on {student_backend}"
-        if student_backend and student_backend != t["backend"]
+        if student_backend and student_backend not in (t["backend"], "fastest")
+        else "; each student searched on every backend and served on the one its search picked"
+        if student_backend == "fastest"
         else ""
     )
     if speedups:
@@ -713,7 +742,7 @@ def render(path: Path) -> None:
         _budget_note(
             d["teacher_fastest"], d["settings"].get("speedups", False), d["settings"].get("student_backend")
         )
-        + f"; {m.get('cpu', '?')}, "
+        + f"; {cpu_name(m)}, "
         f"{m.get('cores', '?')} cores, 2 threads; {d['settings']['max_steps']} distillation steps per student. "
         + _speed_note(d["teacher_fastest"])
         + (

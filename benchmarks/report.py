@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._common import RESULTS, describe_changes, load_results, recipe_changes
+from benchmarks._common import RESULTS, cpu_name, describe_changes, load_results, recipe_changes
 from benchmarks.latency import best_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def pct(x: float) -> str:
 def machine(d: dict) -> str:
     m = d.get("machine", {})
     return (
-        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+        f"{cpu_name(m)}, {m.get('cores', '?')} cores"
         if str(d.get("device", "")).startswith("cpu")
         else d.get("device", "?")
     )

@@ -589,3 +589,65 @@ def test_budget_check_reads_students_against_the_teacher_block_by_block(tmp_path
     assert "vs_reference" not in _budget_checks(checks, 16)["student"]
     blocks["student"] = [4.0, 8.0, 8.0, 8.0, 4.0]  # slower than the slowdown accounts for
     assert not _budget_checks(checks, 16, ("teacher", 10.0))["student"]["within_budget_at_budget_speed"]
+
+
+def test_results_name_the_cpu_kind_the_model_name_hides():
+    from benchmarks._common import cpu_name
+
+    assert cpu_name({"cpu": "AMD EPYC", "flags": ["avx2"]}) == "AMD EPYC (AVX2, no AVX-512)"
+    assert (
+        cpu_name({"cpu": "AMD EPYC", "flags": ["avx2", "avx512f", "avx512_bf16"]})
+        == "AMD EPYC (AVX-512, no AMX)"
+    )
+    assert cpu_name({"cpu": "Xeon", "flags": ["avx2", "avx512f", "amx_tile"]}) == "Xeon (AMX)"
+    assert cpu_name({"cpu": "Old", "flags": []}) == "Old" and cpu_name({}) == "?"
+
+
+def test_a_search_on_every_backend_shows_each_backends_pick(tmp_path):
+    from benchmarks.frontier import render_search
+
+    chosen = {"layers": 5, "heads": 3, "ffn": 288, "ratio_factor": 1.0}
+    row = {
+        "model": "budget-3x",
+        "divisor": 3.0,
+        "budget_ms": 7.0,
+        "backend": "openvino-bf16",
+        "chosen": chosen,
+        "kept_layers": [0, 1, 2, 3, 5],
+        "measured_ms": 5.9,
+        "predicted_ms": 6.1,
+        "proxy": {"proxy": 0.78},
+        "timed": [{}] * 12,
+        "candidates": 900,
+        "search_s": 400.0,
+        "backends": [
+            {
+                "backend": "ort-int8",
+                "chosen": {**chosen, "heads": 1},
+                "proxy": 0.75,
+                "measured_ms": 6.2,
+                "search_s": 100.0,
+            },
+            {
+                "backend": "openvino-bf16",
+                "chosen": chosen,
+                "proxy": 0.78,
+                "measured_ms": 5.9,
+                "search_s": 110.0,
+            },
+            {"backend": "ort-fp32", "error": "even the smallest student misses the target"},
+        ],
+    }
+    d = {
+        "teacher_fastest": {"backend": "ort-int8", "median_ms": 21.0, "batch": 1, "seq": 128},
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "flags": ["avx2"]},
+        "rows": [row],
+    }
+    path = tmp_path / "frontier_t_search.json"
+    path.write_text(json.dumps(d))
+    render_search(path)
+    md = path.with_suffix(".md").read_text()
+    assert "AMD EPYC (AVX2, no AVX-512), 2 cores" in md
+    assert "| teacher / 3 | 7.00 | openvino-bf16 | 5/3/288/1 |" in md
+    assert "| teacher / 3 | ort-int8 | 5/1/288/1 | 0.750 | 6.20 | 100 |" in md
+    assert "| teacher / 3 | ort-fp32 | none: even the smallest student misses the target | - | - | - |" in md

@@ -332,6 +332,12 @@ def _on_other(record: dict) -> str:
     return f" on {other}" if other != record["backend"] else ""
 
 
+def _backends_searched(search: dict) -> str:
+    """`` here, the best of N backends searched`` for a search on every backend."""
+    n = len(search.get("backends", ()))
+    return f" here, the best of {n} backends searched" if n > 1 else ""
+
+
 def _print_student(m: dict, out: str) -> None:
     print(
         f"{m['task']} dev {m['metric']}: student {m['value']:.4f} (teacher {m['teacher_value']:.4f}, "
@@ -352,8 +358,8 @@ def _print_student(m: dict, out: str) -> None:
             f"{target}latency budget {search['budget_ms']:g} ms on {search['backend']} at batch {search['batch']} x seq "
             f"{search['seq']}: {c['layers']} layers, {c['heads']} heads, FFN {c['ffn']}, ratio factor "
             f"{c['ratio_factor']:g}; {search['measured_ms']:.2f} ms measured in the search "
-            f"({len(search['timed'])} of {search['candidates']} shapes timed, {search['search_s']:.0f} s); "
-            "ladabert export measures the bundle"
+            f"({len(search['timed'])} of {search['candidates']} shapes timed"
+            f"{_backends_searched(search)}, {search['search_s']:.0f} s); ladabert export measures the bundle"
         )
 
 

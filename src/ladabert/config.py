@@ -29,6 +29,9 @@ PRECISIONS = ("fp32", "int8", "fp16")
 MERGES = ("break-even", "all", "none")
 REWRITE_NAMES = ("shrink", "merge", "align", "fuse")
 GATE_BACKENDS = ("ort-fp32", "ort-int8", "openvino-f32", "openvino-bf16", "openvino-int8")
+# A latency target's backend may be this instead of one of GATE_BACKENDS: every installed one is tried.
+FASTEST = "fastest"
+TARGET_BACKENDS = (*GATE_BACKENDS, FASTEST)
 ALL_BACKENDS = (
     "pytorch-fp32",
     "pytorch-bf16",
@@ -243,13 +246,18 @@ class CompressConfig(TrainingData, JsonConfig):
         "export checks the ratio with the teacher timed beside the bundle",
     )
     latency_backend: str = _f(
-        "ort-int8", "backend the budget is measured on", choices=GATE_BACKENDS, aliases=("--backend",)
+        "ort-int8",
+        "backend the budget is measured on; 'fastest' searches on every installed backend and keeps the "
+        "best shape within the budget on any (the student is then served on that one)",
+        choices=TARGET_BACKENDS,
+        aliases=("--backend",),
     )
     latency_reference_backend: str | None = _f(
         None,
         "with --latency-speedup: backend the teacher's graph is timed on (default: --backend), e.g. the "
-        "teacher's fastest while the student is served on the backend fastest for its own shape",
-        choices=GATE_BACKENDS,
+        "teacher's fastest while the student is served on the backend fastest for its own shape; 'fastest' "
+        "times the teacher on every installed backend and takes the fastest",
+        choices=TARGET_BACKENDS,
         aliases=("--reference-backend",),
     )
     latency_batch: int = _f(1, "batch size the budget is measured at", aliases=("--batch",))
@@ -380,13 +388,13 @@ class CompressConfig(TrainingData, JsonConfig):
             raise ValueError(
                 "a latency target applies to hybrid, svd and prune; distill-only sets its own width"
             )
-        check_choice("latency_backend", self.latency_backend, GATE_BACKENDS)
+        check_choice("latency_backend", self.latency_backend, TARGET_BACKENDS)
         if self.latency_reference_backend is not None:
             if self.latency_speedup is None:
                 raise ValueError(
                     "latency_reference_backend applies to latency_speedup: give a speedup, or leave it out"
                 )
-            check_choice("latency_reference_backend", self.latency_reference_backend, GATE_BACKENDS)
+            check_choice("latency_reference_backend", self.latency_reference_backend, TARGET_BACKENDS)
         for name in ("latency_batch", "latency_seq", "latency_threads", "search_timings"):
             check_range(name, getattr(self, name), 1)
         check_range("latency_seq", self.latency_seq, 1, 512)

@@ -5,6 +5,7 @@ the chosen shape measured within the budget, refusals before training, the recor
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -517,3 +518,102 @@ def test_bench_judges_a_speedup_against_the_teacher_bundle_of_the_run(tmp_path):
         [*rows, {**rows[1], "backend": "ort-fp32", "median_ms": 12.5}], [student, teacher]
     )
     assert check["teacher_backend"] == "ort-fp32" and check["speedup_measured"] == 5.0
+
+
+def _two_backends(monkeypatch):
+    """``fastest`` over the two ONNX Runtime backends, so that the test times real graphs but no NNCF."""
+    monkeypatch.setattr(B, "installed_backends", lambda: ("ort-fp32", "ort-int8"))
+
+
+def test_the_fastest_backend_is_searched_on_each_and_the_student_served_on_the_best(
+    tmp_path, tiny_teacher, synthetic_glue, monkeypatch
+):
+    from ladabert.config import ExportConfig
+    from ladabert.export.bundle import export_bundle
+
+    _two_backends(monkeypatch)
+    runs: list[tuple[str, str]] = []
+    real_runner = B.graph_runner
+
+    def spy(model, name, backend, *a, **kw):
+        runs.append((name, backend))
+        return real_runner(model, name, backend, *a, **kw)
+
+    monkeypatch.setattr(B, "graph_runner", spy)
+    out = tmp_path / "student"
+    cfg = budget_cfg(latency_budget=None, latency_speedup=1.05, latency_backend="fastest")
+    m = compress(cfg, tiny_teacher, out, data_dir=synthetic_glue)
+    s = m["latency_search"]
+    # The teacher's shape on both backends, the speedup over the faster of them.
+    readings = s["reference_backends_ms"]
+    assert set(readings) == {"ort-fp32", "ort-int8"} and s["reference_backend"] == min(
+        readings, key=readings.get
+    )
+    assert s["reference_ms"] == readings[s["reference_backend"]]
+    assert {("reference-ort-fp32", "ort-fp32"), ("reference-ort-int8", "ort-int8")} <= set(runs)
+    assert {b for n, b in runs if not n.startswith("reference")} == {"ort-fp32", "ort-int8"}
+    # Every backend's pick is recorded; the student's is the best proxy, then the lower latency.
+    picks = {p["backend"]: p for p in s["backends"]}
+    assert set(picks) == {"ort-fp32", "ort-int8"} and all("chosen" in p for p in picks.values())
+    best = max(picks.values(), key=lambda p: (round(p["proxy"], 9), -p["measured_ms"]))
+    assert s["backend"] == best["backend"] and s["chosen"] == best["chosen"]
+    assert s["measured_ms"] == best["measured_ms"] <= s["target_ms"]
+    assert (
+        m["config"]["latency_backend"] == "fastest" and m["trained_config"]["latency_backend"] == s["backend"]
+    )
+    section = json.loads((out / "config.json").read_text())["ladabert"]["latency_budget"]
+    assert section["backend"] == s["backend"] and section["reference_backend"] == s["reference_backend"]
+    runs.clear()
+    meta = export_bundle(
+        out, tmp_path / "bundle", ExportConfig(precisions=("fp32",)), data_dir=synthetic_glue
+    )
+    b = meta["latency_budget"]
+    assert runs == [("reference", s["reference_backend"])] and b["backend"] == s["backend"]
+    assert b["within_budget"] == (b["bundle_speedup"] >= 1.05)
+
+
+def test_the_best_backend_is_the_best_proxy_then_the_lower_latency(monkeypatch):
+    cfg = budget_cfg(latency_backend="fastest")
+    picks = {"ort-fp32": (0.8, 2.0), "ort-int8": (0.8, 1.5), "openvino-bf16": (0.7, 0.5)}
+
+    def fake_search(proxy, timer, base, fastest_ms, progress=True):
+        score, ms = picks[base.latency_backend]
+        timer.seconds = 10.0
+        return {
+            "backend": base.latency_backend,
+            "chosen": {"layers": 1},
+            "proxy": {"proxy": score},
+            "measured_ms": ms,
+            "search_s": 10.0,
+        }
+
+    class Timer:
+        seconds = 0.0
+
+    monkeypatch.setattr(B, "search", fake_search)
+    timers = {b: Timer() for b in [*picks, "openvino-int8"]}
+    fastest = {b: 0.1 for b in picks}  # the smallest student misses the target on openvino-int8
+    record = B.search_backends(None, timers, cfg, fastest)
+    assert record["backend"] == "ort-int8" and record["search_s"] == 30.0
+    assert [p["backend"] for p in record["backends"]] == [*picks, "openvino-int8"]
+    assert "misses the target" in record["backends"][-1]["error"]
+    picks["openvino-bf16"] = (0.9, 3.0)
+    assert B.search_backends(None, timers, cfg, fastest)["backend"] == "openvino-bf16"
+
+
+def test_an_unreachable_budget_on_every_backend_names_the_fastest_reading(
+    tmp_path, tiny_teacher, synthetic_glue, monkeypatch
+):
+    _two_backends(monkeypatch)
+    out = tmp_path / "student"
+    with pytest.raises(LadaBertError) as e:
+        compress(
+            budget_cfg(latency_budget=1e-4, latency_backend="fastest"),
+            tiny_teacher,
+            out,
+            data_dir=synthetic_glue,
+        )
+    msg = str(e.value)
+    assert "out of reach on every installed backend at batch 1 x seq 32" in msg and "\n" not in msg
+    assert re.search(r"measures [0-9.]+ ms here \(on ort-(fp32|int8), the fastest of them\)", msg)
+    assert "faster --backend" not in msg and not out.exists()

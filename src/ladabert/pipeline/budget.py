@@ -40,6 +40,14 @@ exported the same way) is timed first by the budget protocol, and the budget is 
 reads the candidate at the machine's speed of that first reading (a shared machine drifts by tens of
 percent within minutes; the ratio of adjacent blocks holds). The export checks the speedup the same way.
 
+With ``--backend fastest`` the reachability check and the search run on every installed backend in turn
+(:func:`installed_backends`), and the student is the best shape of any: the highest proxy among the
+backends' picks, the lower confirmed latency between equal ones; the student is then served on its
+backend, and the record lists every backend's pick. ``--reference-backend fastest`` (the default with
+``--backend fastest``) times the teacher's shape on every installed backend, in turn block by block, and
+a speedup is over the fastest of them: each model on its own fastest backend. The proxy does not see
+int8's rounding; the bundle's served accuracy does.
+
 With ``--keep-layers N`` the search keeps that depth and searches the widths and ratio at it (a
 student whose layer map is fixed, or a check of the proxy's depth-against-width trade).
 
@@ -50,6 +58,7 @@ the student's config, and the export measures the bundle against the budget agai
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import statistics
@@ -63,7 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ladabert.config import CompressConfig
+from ladabert.config import FASTEST, GATE_BACKENDS, CompressConfig
 from ladabert.errors import LadaBertError
 from ladabert.pipeline import hybrid as hyb
 from ladabert.pipeline.factorize import whitening
@@ -470,6 +479,13 @@ class CandidateTimer:
         self.measured: dict[Candidate, float] = {}  # every candidate timed so far
         self._reference: tuple[Callable, float] | None = None  # the teacher's shape: runner, reading
 
+    def on(self, backend: str) -> CandidateTimer:
+        """This timer on ``backend``: the same model, feeds and teacher reading, its own timings."""
+        other = copy.copy(self)
+        other.base = dataclasses.replace(self.base, latency_backend=backend)
+        other.measured, other.seconds = {}, 0.0
+        return other
+
     def student(self, c: Candidate) -> nn.Module:
         from ladabert.pipeline.build import build_student
 
@@ -492,15 +508,31 @@ class CandidateTimer:
     def reference(self) -> dict[str, Any]:
         """The teacher's own shape (every layer, head and FFN neuron, dense) timed by the budget protocol
         on the reference backend (``latency_reference_backend``, by default the budget's):
-        ``{"ms", "blocks"}``, what a speedup over the teacher is measured against. From then on
-        :meth:`confirm` times each candidate in turn with it."""
+        ``{"ms", "blocks", "backend"}``, what a speedup over the teacher is measured against. From then on
+        :meth:`confirm` times each candidate in turn with it. With ``fastest`` the shape is timed on every
+        installed backend, in turn block by block, and the fastest reading is the reference (every
+        backend's reading in ``backends_ms``)."""
         from ladabert.bench.latency import block_medians
 
         t0 = time.perf_counter()
         b = self.base
-        run, _ = graph_runner(self.model, "reference", b.reference_backend, b.latency_threads, self.workdir)
-        out = block_medians({"reference": run}, self.feeds)["reference"]
-        self._reference = (run, out["ms"])
+        backends = backends_of(b.reference_backend)
+        runs = {
+            k: graph_runner(
+                self.model,
+                "reference" if len(backends) == 1 else f"reference-{k}",
+                k,
+                b.latency_threads,
+                self.workdir,
+            )[0]
+            for k in backends
+        }
+        timed = block_medians(runs, self.feeds)
+        best = min(timed, key=lambda k: timed[k]["ms"])
+        out = {**timed[best], "backend": best}
+        if len(backends) > 1:
+            out["backends_ms"] = {k: v["ms"] for k, v in timed.items()}
+        self._reference = (runs[best], out["ms"])
         self.seconds += time.perf_counter() - t0
         return out
 
@@ -573,8 +605,22 @@ def graph_runner(
     return onnx_runner(paths, backend, threads, calibration_feeds(model.config.vocab_size)), paths
 
 
+def installed_backends() -> tuple[str, ...]:
+    """The budget backends this installation can time (OpenVINO's need the ``openvino`` extra)."""
+    from ladabert.export.runtime import openvino_available
+
+    ov = openvino_available()
+    return tuple(b for b in GATE_BACKENDS if ov or not b.startswith("openvino"))
+
+
+def backends_of(choice: str) -> tuple[str, ...]:
+    """The backends a target's backend setting names: every installed one for ``fastest``."""
+    return installed_backends() if choice == FASTEST else (choice,)
+
+
 def _where(base: CompressConfig) -> str:
-    return f"{base.latency_backend} at batch {base.latency_batch} x seq {base.latency_seq}"
+    backend = "every installed backend" if base.latency_backend == FASTEST else base.latency_backend
+    return f"{backend} at batch {base.latency_batch} x seq {base.latency_seq}"
 
 
 def check_budget_reachable(
@@ -583,10 +629,21 @@ def check_budget_reachable(
     """The latency of the smallest student; raises when even it misses the budget (margin included).
     With ``reference`` (``speedup`` and the teacher's ``reference_ms``) the budget is the teacher's latency
     over the speedup asked, and the refusal speaks of speedups."""
-    low = smallest(timer.teacher, base)
-    fastest = min(timer(c) for c in low)
+    return reachable({base.latency_backend: timer}, base, reference)[base.latency_backend]
+
+
+def reachable(
+    timers: dict[str, CandidateTimer], base: CompressConfig, reference: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Per backend (a timer each), the latency of the smallest student, for the backends where it meets
+    the budget (margin included); raises when it meets it on none, naming the fastest reading."""
+    low = smallest(next(iter(timers.values())).teacher, base)
+    readings = {b: min(timer(c) for c in low) for b, timer in timers.items()}
     target = base.latency_budget * (1 - base.latency_margin)
-    if fastest > target:
+    within = {b: ms for b, ms in readings.items() if ms <= target}
+    if not within:
+        quickest = min(readings, key=readings.get)
+        fastest = readings[quickest]
         n = low[0].layers
         reference_ms = reference["reference_ms"] if reference else None
         what = (
@@ -599,13 +656,15 @@ def check_budget_reachable(
             if reference
             else f"the budget must be at least {fastest / (1 - base.latency_margin):.2f} ms"
         )
+        on = f" (on {quickest}, the fastest of them)" if len(readings) > 1 else ""
         raise LadaBertError(
             f"{what} is out of reach on {_where(base)}: the fastest student of this teacher ({n} "
-            f"layer{'s' if n > 1 else ''}, 1 head) measures {fastest:.2f} ms here; with the "
-            f"{base.latency_margin:g} margin {most}, or use a faster --backend"
+            f"layer{'s' if n > 1 else ''}, 1 head) measures {fastest:.2f} ms here{on}; with the "
+            f"{base.latency_margin:g} margin {most}"
+            f"{', or use a faster --backend' if len(readings) == 1 else ''}"
             f"{' or fewer --keep-layers' if base.keep_layers is not None else ''}"
         )
-    return fastest
+    return within
 
 
 def at_ratio(t: Teacher, base: CompressConfig, ratio: float) -> list[Candidate]:
@@ -642,7 +701,12 @@ def search(
     grid = grid if grid is not None else feasible(t, base)
     x = np.stack([features(t, c, base) for c in grid])
     scores = [proxy(c, base) for c in grid]
-    bar = tqdm(total=base.search_timings, desc="latency search", leave=False, disable=not progress)
+    bar = tqdm(
+        total=base.search_timings,
+        desc=f"latency search ({base.latency_backend})",
+        leave=False,
+        disable=not progress,
+    )
 
     def time_one(i: int) -> None:
         measured[i] = timer(grid[i])
@@ -724,6 +788,50 @@ def search(
         },
         "search_s": round(timer.seconds, 1),
         "config": candidate_config(t, chosen, base),
+    }
+
+
+def search_backends(
+    proxy: Proxy,
+    timers: dict[str, CandidateTimer],
+    base: CompressConfig,
+    fastest: dict[str, float],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`search` on each backend of ``timers`` that :func:`reachable` kept (``fastest``), and the
+    record of the best pick: the highest proxy, then the lower confirmed latency (the same shape is often
+    best on several). With more than one backend, ``backends`` lists each one's pick or why it had none,
+    and ``search_s`` is the time of all of them."""
+    records: dict[str, dict[str, Any]] = {}
+    missed: dict[str, str] = {}
+    for b, timer in timers.items():
+        if b not in fastest:
+            missed[b] = "even the smallest student misses the target"
+            continue
+        try:
+            records[b] = search(
+                proxy, timer, dataclasses.replace(base, latency_backend=b), fastest[b], progress
+            )
+        except LadaBertError as e:
+            missed[b] = str(e)
+    if not records:
+        raise LadaBertError(next(iter(missed.values())))
+    best = max(records, key=lambda b: (round(records[b]["proxy"]["proxy"], 9), -records[b]["measured_ms"]))
+    record = records[best]
+    if len(timers) > 1:
+        record["backends"] = [
+            {"backend": b, **({"error": missed[b]} if b in missed else _pick(records[b]))} for b in timers
+        ]
+        record["search_s"] = round(sum(t.seconds for t in timers.values()), 1)
+    return record
+
+
+def _pick(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "chosen": record["chosen"],
+        "proxy": record["proxy"]["proxy"],
+        "measured_ms": record["measured_ms"],
+        "search_s": record["search_s"],
     }
 
 

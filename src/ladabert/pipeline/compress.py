@@ -105,10 +105,16 @@ class _BudgetSearch:
                     "speedup": config.latency_speedup,
                     "reference_ms": ref["ms"],
                     "reference_blocks_ms": ref["blocks"],
-                    "reference_backend": config.reference_backend,
+                    "reference_backend": ref["backend"],
                     "reference": budget.reference_shape(teacher.config),
                 }
-            self.fastest = budget.check_budget_reachable(self.timer, self.config, self.reference or None)
+                if "backends_ms" in ref:
+                    self.reference["reference_backends_ms"] = ref["backends_ms"]
+            backends = budget.backends_of(self.config.latency_backend)
+            self.timers = (
+                {b: self.timer.on(b) for b in backends} if len(backends) > 1 else {backends[0]: self.timer}
+            )
+            self.fastest = budget.reachable(self.timers, self.config, self.reference or None)
 
     def run(self, train_ds: Any, collator: Any, stats: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         from ladabert.pipeline import budget
@@ -116,8 +122,8 @@ class _BudgetSearch:
         if self.saved is not None:
             return self.saved
         batches = budget.calibration_batches(train_ds, collator, 128, self.config.seed)
-        record = budget.search(
-            budget.Proxy(self.teacher, stats, batches), self.timer, self.config, self.fastest
+        record = budget.search_backends(
+            budget.Proxy(self.teacher, stats, batches), self.timers, self.config, self.fastest
         )
         record.update(self.reference)
         record["config"] = record["config"].to_dict()
