@@ -508,6 +508,38 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
         ],
         "holds checkpoints of a run with other settings (ratio 5 -> 3.0)",
     ),
+    # sequence lengths past the tiny models' 64 position embeddings, refused before any graph runs
+    (
+        "budget timed past the positions",
+        None,
+        [
+            "compress",
+            "--teacher",
+            T,
+            "--latency-budget",
+            "5",
+            "--seq",
+            "128",
+            "--data-dir",
+            G,
+            *FAST,
+            "--out",
+            "{out}",
+        ],
+        "--seq 128 is longer than the teacher's 64 position embeddings",
+    ),
+    (
+        "bench past the positions",
+        None,
+        ["bench", "--bundle", B, "--seqs", "32", "128", "--out", "{out}"],
+        "--seqs 128 is longer than",
+    ),
+    (
+        "gate past the positions",
+        None,
+        ["gate", "--reference", B, "--candidate", B, "--seqs", "128", "--json", "{out}"],
+        "--seqs 128 is longer than",
+    ),
 ]
 
 

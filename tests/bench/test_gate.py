@@ -178,6 +178,22 @@ def test_a_bundle_against_itself_passes_and_writes_every_report(tiny_bundle, tmp
     assert files["md"].read_text().count("| PASS |") == 2
 
 
+def test_openvino_int8_calibrates_within_the_models_positions(tiny_bundle, tmp_path, capsys):
+    """NNCF calibrates on 128-token sequences, or on as many as a model's position embeddings take (the
+    tiny bundle has 64): longer ones fail inside OpenVINO."""
+    from ladabert.bench.latency import calibration_feeds
+
+    assert {f["input_ids"].shape for f in calibration_feeds(50, 64)} == {(1, 64)}
+    assert {f["input_ids"].shape for f in calibration_feeds(50)} == {(1, 128)}
+    out = tmp_path / "gate.json"
+    code = main(
+        ["gate", "--reference", str(tiny_bundle), "--candidate", str(tiny_bundle), "--seqs", "32"]
+        + ["--backends", "openvino-int8", "--max-slowdown", "0.5", "--budget-s", "30", "--json", str(out)]
+    )
+    assert code == 0, capsys.readouterr().out
+    assert [c["outcome"] for c in json.loads(out.read_text())["checks"]] == ["pass"]
+
+
 def test_a_much_larger_candidate_is_a_regression_with_exit_1(tiny_bundle, big_config, tmp_path, capsys):
     junit = tmp_path / "gate.xml"
     code = main(
@@ -235,6 +251,7 @@ def test_a_backend_the_bundle_lacks_is_named(tiny_teacher, synthetic_glue, tmp_p
     )
     code = main(
         ["gate", "--reference", str(fp32_only), "--candidate", str(fp32_only), "--backends", "ort-int8"]
+        + ["--seqs", "32"]
     )
     assert code == 2
     assert "has no int8 ONNX file; leave out ort-int8" in capsys.readouterr().err

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ladabert.bench import stats
-from ladabert.bench.latency import calibration_feeds, onnx_runner, random_feeds
+from ladabert.bench.latency import calibration_feeds, check_seqs_fit, onnx_runner, random_feeds
 from ladabert.config import GateConfig
 from ladabert.errors import LadaBertError
 from ladabert.export.runtime import nncf_int8, openvino_runner
@@ -112,6 +112,14 @@ def _torch_model_files(spec: str, workdir: Path, name: str, int8: bool) -> tuple
     else:
         raise LadaBertError(f"{spec} does not exist; name {SPEC_HELP}")
     return export_graphs(model, workdir, name, int8=int8), model.config.vocab_size
+
+
+def _config_file(spec: str) -> Path | None:
+    """The config.json that describes the model ``spec`` names, when it is a path."""
+    path = Path(spec)
+    if path.is_dir():
+        return path / "config.json"
+    return path if path.is_file() else None
 
 
 def model_files(spec: str, workdir: Path, name: str, int8: bool = True) -> tuple[dict[str, Path], int]:
@@ -193,12 +201,12 @@ def load_baseline(cfg: GateConfig) -> dict[str, Any]:
     return data
 
 
-def _openvino_int8_sessions(fp32: Path, vocab: int, cfg: GateConfig) -> list[Callable]:
+def _openvino_int8_sessions(fp32: Path, vocab: int, positions: int | None, cfg: GateConfig) -> list[Callable]:
     """OpenVINO int8 sessions that share one NNCF quantization: each compiles the same int8 IR with the
     bf16 hint for the rest, which is what ``openvino_runner(..., "int8")`` does after quantizing."""
     import openvino as ov
 
-    ir, handle = nncf_int8(ov.Core(), fp32, calibration_feeds(vocab))
+    ir, handle = nncf_int8(ov.Core(), fp32, calibration_feeds(vocab, positions))
     runs = [openvino_runner(ir, cfg.threads, "bf16", static=True) for _ in range(cfg.sessions)]
     for run in runs:
         run.tmp = handle  # type: ignore[attr-defined]  # the IR directory lives as long as its sessions
@@ -213,6 +221,8 @@ def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Che
     stored = load_baseline(cfg) if cfg.baseline else None
     if stored is None:
         roles.insert(0, ("reference", cfg.reference or ""))
+    # Every model's position embeddings, from its config.json, before any model is built or exported.
+    positions = {spec: check_seqs_fit(cfg.seqs, _config_file(spec), spec) for _, spec in roles}
     built, vocabs, timers = {}, [], []
     for i, (role, spec) in enumerate(roles):
         if spec not in built:
@@ -221,7 +231,7 @@ def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Che
         vocabs.append(vocab)
         for b in cfg.backends:
             if b == "openvino-int8":
-                runs = _openvino_int8_sessions(paths["fp32"], vocab, cfg)
+                runs = _openvino_int8_sessions(paths["fp32"], vocab, positions[spec], cfg)
             else:
                 # Each role its own sessions, even for one file; several, because one session can run a
                 # few percent slower or faster than another of the same file for as long as it lives.

@@ -122,9 +122,27 @@ def random_feeds(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, n
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
-def calibration_feeds(vocab: int) -> list[dict[str, np.ndarray]]:
-    """The 32 random sequences NNCF calibrates OpenVINO int8 on (values do not change latency)."""
-    return [random_feeds(1, 128, vocab, seed=i) for i in range(32)]
+def check_seqs_fit(seqs: Any, config_file: Path | None, name: str) -> int | None:
+    """A model's position embeddings, read from its ``config.json`` (None: not known); refuses sequence
+    lengths beyond them before anything is exported or timed (no graph runs past its positions)."""
+    import json
+
+    try:
+        positions = int(json.loads(Path(config_file).read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if seqs and max(seqs) > positions:
+        raise LadaBertError(
+            f"--seqs {max(seqs)} is longer than {name}'s {positions} position embeddings; "
+            f"pass --seqs {positions} or less"
+        )
+    return positions
+
+
+def calibration_feeds(vocab: int, positions: int | None = None) -> list[dict[str, np.ndarray]]:
+    """The 32 random sequences NNCF calibrates OpenVINO int8 on (values do not change latency), 128 tokens
+    long or as many as the model's ``positions`` embeddings take."""
+    return [random_feeds(1, min(128, positions or 128), vocab, seed=i) for i in range(32)]
 
 
 def onnx_runner(
@@ -233,7 +251,7 @@ def model_runners(
         if any(not b.startswith("pytorch") for b in backends)
         else {}
     )
-    calib = calibration_feeds(vocab)
+    calib = calibration_feeds(vocab, getattr(model.config, "max_position_embeddings", None))
     for b in backends:
         if b == "pytorch-fp32":
             runners.append(Runner(name, ratio, b, _torch_runner(model, "fp32", threads)))
@@ -254,9 +272,9 @@ def bundle_runners(
     name = f"{bundle.name}"
     ratio = float(meta.get("ratio") or 1.0)
     files = meta["files"]
-    vocab = json.loads((bundle / "config.json").read_text())["vocab_size"]
+    config = json.loads((bundle / "config.json").read_text())
     paths = {p: bundle / f for p, f in files.items() if p in ("fp32", "int8")}
-    calib = calibration_feeds(vocab)
+    calib = calibration_feeds(config["vocab_size"], config.get("max_position_embeddings"))
     return [
         Runner(name, ratio, b, onnx_runner(paths, b, threads, calib, openvino_static))
         for b in backends
@@ -434,6 +452,7 @@ def benchmark(config: BenchConfig | None = None, progress: bool = True) -> dict[
     cfg = config or BenchConfig()
     for b in cfg.bundles:
         bundle_summary(b)  # a clear error, before minutes of work, for a directory export did not write
+        check_seqs_fit(cfg.seqs, Path(b) / "config.json", str(b))
     torch.set_num_threads(cfg.threads)
     backends = [b for b in cfg.backends if openvino_available() or not b.startswith("openvino")]
     models = bert_base_students(list(cfg.ratios), cfg.pattern, cfg.hybrid, cfg.narrow_keep)

@@ -130,7 +130,7 @@ def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2
 
 
 def _budget_check(
-    tmp: Path, files: dict[str, str], budget: dict[str, Any] | None, vocab: int
+    tmp: Path, files: dict[str, str], budget: dict[str, Any] | None, vocab: int, positions: int
 ) -> dict[str, Any] | None:
     """The bundle timed on the backend and shape of the student's latency budget (None: no budget).
 
@@ -148,7 +148,7 @@ def _budget_check(
     if any(b.startswith("openvino") for b in (backend, reference)) and not openvino_available():
         return {**record, "bundle_ms": None, "within_budget": None, "note": "openvino not installed"}
     paths = {p: tmp / f for p, f in files.items() if p in ("fp32", "int8")}
-    runs = {"bundle": onnx_runner(paths, backend, budget["threads"], calibration_feeds(vocab))}
+    runs = {"bundle": onnx_runner(paths, backend, budget["threads"], calibration_feeds(vocab, positions))}
     feeds = random_feeds(budget["batch"], budget["seq"], vocab)
     where = f"on {backend} at batch {budget['batch']} x seq {budget['seq']}"
     if budget.get("speedup") is None:
@@ -391,7 +391,9 @@ def export_bundle(
         openvino_file = _openvino_ir(tmp)
         latency = _latency(tmp, files, max_length)
         section = getattr(mcfg, "ladabert", None) or {}
-        budget = _budget_check(tmp, files, section.get("latency_budget"), mcfg.vocab_size)
+        budget = _budget_check(
+            tmp, files, section.get("latency_budget"), mcfg.vocab_size, mcfg.max_position_embeddings
+        )
         meta = {
             "format": 1,
             "source": str(path),

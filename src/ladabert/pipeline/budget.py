@@ -602,7 +602,12 @@ def graph_runner(
 
     with torch.inference_mode():
         paths = export_graphs(model, workdir, name, int8=backend == "ort-int8")
-    return onnx_runner(paths, backend, threads, calibration_feeds(model.config.vocab_size)), paths
+    return onnx_runner(
+        paths,
+        backend,
+        threads,
+        calibration_feeds(model.config.vocab_size, model.config.max_position_embeddings),
+    ), paths
 
 
 def installed_backends() -> tuple[str, ...]:
@@ -746,7 +751,7 @@ def search(
             bar.close()
             raise LadaBertError(
                 f"no candidate shape measured within {target:.2f} ms on {_where(base)} ({len(measured)} "
-                "timed); raise the budget or --search-timings"
+                "timed); ask for a larger budget or a smaller speedup, or give more --search-timings"
             )
         best = max(within, key=lambda i: scores[i]["proxy"])
         if best in confirmed:

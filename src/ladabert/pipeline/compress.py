@@ -84,7 +84,7 @@ class _BudgetSearch:
     def __init__(self, config: CompressConfig, teacher: torch.nn.Module, work_dir: Path):
         from ladabert.pipeline import budget
 
-        check_budget_settings(config)
+        check_budget_settings(config, teacher.config)
         self.config, self.teacher, self.path = config, teacher, work_dir / SEARCH_FILE
         self.saved = json.loads(self.path.read_text()) if self.path.is_file() else None
         if self.saved is None:
@@ -132,9 +132,16 @@ class _BudgetSearch:
         return record
 
 
-def check_budget_settings(config: CompressConfig) -> None:
+def check_budget_settings(config: CompressConfig, teacher_config: Any) -> None:
     """A latency budget sets the widths and ratio itself: refuse settings that would fight it. A kept
-    layer count is a constraint the search keeps (the widths are searched at that depth)."""
+    layer count is a constraint the search keeps (the widths are searched at that depth). The budget's
+    sequence must fit the teacher's position embeddings, or no candidate's graph runs at all."""
+    positions = getattr(teacher_config, "max_position_embeddings", None)
+    if positions is not None and config.latency_seq > positions:
+        raise LadaBertError(
+            f"--seq {config.latency_seq} is longer than the teacher's {positions} position embeddings, so "
+            f"no student could run at it; time the budget at --seq {positions} or less"
+        )
     given = [
         flag
         for flag, on in (("--keep-heads", config.keep_heads < 1), ("--keep-ffn", config.keep_ffn < 1))
@@ -453,9 +460,9 @@ def _check_labels(path: str, tcfg: Any, task: Any, files: DataFiles | None) -> N
 
 def _teacher_and_data(config: CompressConfig, teacher: str | os.PathLike, data_dir: Any) -> tuple:
     """The teacher's path and the data, checked against each other before any model is loaded."""
-    if config.budgeted:
-        check_budget_settings(config)
     path, tcfg = _load_teacher(teacher, config)
+    if config.budgeted:
+        check_budget_settings(config, tcfg)
     files = DataFiles.from_config(config)
     if files is None:  # a GLUE task's label count is known before any data is read
         _check_labels(path, tcfg, get_task(config.task), None)
