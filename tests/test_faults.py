@@ -526,19 +526,19 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
             "--out",
             "{out}",
         ],
-        "--seq 128 is longer than the teacher's 64 position embeddings",
+        "--seq 128 exceeds the teacher's 64 position embeddings",
     ),
     (
         "bench past the positions",
         None,
         ["bench", "--bundle", B, "--seqs", "32", "128", "--out", "{out}"],
-        "--seqs 128 is longer than",
+        "--seqs 128 exceeds",
     ),
     (
         "gate past the positions",
         None,
         ["gate", "--reference", B, "--candidate", B, "--seqs", "128", "--json", "{out}"],
-        "--seqs 128 is longer than",
+        "--seqs 128 exceeds",
     ),
 ]
 

@@ -16,6 +16,15 @@ from typing import Any
 from ladabert.errors import LadaBertError
 
 
+def check_length(length: int, positions: int | None, model: str, flag: str = "--max-length") -> None:
+    """Refuse a sequence length past a model's position embeddings (``positions``; None: not known): no
+    graph of it runs at that length."""
+    if positions is not None and length > positions:
+        raise LadaBertError(
+            f"{flag} {length} exceeds {model}'s {positions} position embeddings; pass {flag} {positions} or less"
+        )
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Make sure ``path`` can be created: its nearest existing ancestor is a writable directory. Nothing is
     created here (see :func:`make_parents`), so a command that fails later leaves no new directories.

@@ -127,15 +127,13 @@ def check_seqs_fit(seqs: Any, config_file: Path | None, name: str) -> int | None
     lengths beyond them before anything is exported or timed (no graph runs past its positions)."""
     import json
 
+    from ladabert.utils import check_length
+
     try:
         positions = int(json.loads(Path(config_file).read_text())["max_position_embeddings"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if seqs and max(seqs) > positions:
-        raise LadaBertError(
-            f"--seqs {max(seqs)} is longer than {name}'s {positions} position embeddings; "
-            f"pass --seqs {positions} or less"
-        )
+    check_length(max(seqs, default=0), positions, name, "--seqs")
     return positions
 
 

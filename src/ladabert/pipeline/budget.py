@@ -602,12 +602,8 @@ def graph_runner(
 
     with torch.inference_mode():
         paths = export_graphs(model, workdir, name, int8=backend == "ort-int8")
-    return onnx_runner(
-        paths,
-        backend,
-        threads,
-        calibration_feeds(model.config.vocab_size, model.config.max_position_embeddings),
-    ), paths
+    calib = calibration_feeds(model.config.vocab_size, model.config.max_position_embeddings)
+    return onnx_runner(paths, backend, threads, calib), paths
 
 
 def installed_backends() -> tuple[str, ...]:

@@ -48,7 +48,7 @@ from ladabert.pipeline.teacher import (
     resolve_model,
     set_labels,
 )
-from ladabert.utils import run_environment, write_json_atomic
+from ladabert.utils import check_length, run_environment, write_json_atomic
 
 
 def _no_attention_dropout(model: torch.nn.Module) -> None:
@@ -137,11 +137,7 @@ def check_budget_settings(config: CompressConfig, teacher_config: Any) -> None:
     layer count is a constraint the search keeps (the widths are searched at that depth). The budget's
     sequence must fit the teacher's position embeddings, or no candidate's graph runs at all."""
     positions = getattr(teacher_config, "max_position_embeddings", None)
-    if positions is not None and config.latency_seq > positions:
-        raise LadaBertError(
-            f"--seq {config.latency_seq} is longer than the teacher's {positions} position embeddings, so "
-            f"no student could run at it; time the budget at --seq {positions} or less"
-        )
+    check_length(config.latency_seq, positions, "the teacher", "--seq")
     given = [
         flag
         for flag, on in (("--keep-heads", config.keep_heads < 1), ("--keep-ffn", config.keep_ffn < 1))

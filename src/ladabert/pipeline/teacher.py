@@ -36,7 +36,7 @@ from ladabert.pipeline.harness import (
     save_run,
     train,
 )
-from ladabert.utils import run_environment
+from ladabert.utils import check_length, run_environment
 
 SUPPORTED_MODEL_TYPES = ("bert", "ladabert")
 DEFAULT_TEACHER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -136,12 +136,7 @@ def trained_length(path: str, model_config: Any, fallback: int = 128) -> int:
 
 
 def check_max_length(max_length: int, config: Any, model: str) -> None:
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and max_length > limit:
-        raise LadaBertError(
-            f"--max-length {max_length} exceeds {model!r}'s {limit} position embeddings; "
-            f"pass --max-length {limit} or less"
-        )
+    check_length(max_length, getattr(config, "max_position_embeddings", None), repr(model))
 
 
 def finetune_preset(name: str, **overrides: Any) -> FinetuneConfig:
