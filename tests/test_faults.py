@@ -89,6 +89,10 @@ def _edit_json(file: str, change: Callable[[dict], object]) -> Callable[[Path], 
     return how
 
 
+# A student's latency budget record, as compress writes it into config.json.
+_ORT_INT8 = {"budget_ms": 1.0, "backend": "ort-int8", "batch": 1, "seq": 32, "threads": 1}
+
+
 def _swap_files(d: Path) -> None:
     meta = json.loads((d / "ladabert.json").read_text())
     meta["files"]["fp32"], meta["files"]["int8"] = meta["files"]["int8"], meta["files"]["fp32"]
@@ -230,6 +234,14 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
         _damage("student", lambda d: None),
         ["export", "{setup}", "--out", "{setup}", "--overwrite", "--data-dir", G],
         "is the input",
+    ),
+    (
+        "export without the file its latency budget is served from",
+        _damage(
+            "student", _edit_json("config.json", lambda c: c["ladabert"].update(latency_budget=_ORT_INT8))
+        ),
+        ["export", "{setup}", "--precision", "fp32", "--data-dir", G, "--out", "{out}"],
+        "is served on ort-int8, which runs the int8 ONNX file; pass --precisions fp32 int8",
     ),
     (
         "export into its student",
@@ -533,6 +545,48 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
         None,
         ["bench", "--bundle", B, "--seqs", "32", "128", "--out", "{out}"],
         "--seqs 128 exceeds",
+    ),
+    (
+        "infinite latency budget",
+        None,
+        ["compress", "--teacher", T, "--latency-budget", "inf", "--out", "{out}"],
+        "latency_budget must be a finite number, got inf",
+    ),
+    (
+        "infinite speedup",
+        None,
+        ["compress", "--teacher", T, "--latency-speedup", "inf", "--out", "{out}"],
+        "latency_speedup must be a finite number, got inf",
+    ),
+    (
+        "run with a bad compress setting",
+        None,
+        ["run", "--out", "{out}", "--quick", "--ratio", "0.5"],
+        "ratio must be >= 1, got 0.5",
+    ),
+    (
+        "unknown option",
+        None,
+        ["gate", "--reference", B, "--candidate", B, "--rounds", "3", "--json", "{out}"],
+        "unrecognized arguments: --rounds 3; see ladabert gate --help",
+    ),
+    (
+        "unknown backend",
+        None,
+        ["compress", "--teacher", T, "--backend", "ort-int9", "--out", "{out}"],
+        "invalid choice: 'ort-int9'",
+    ),
+    (
+        "bench into a directory",
+        lambda fx, tmp: (tmp / "results").mkdir() or tmp / "results",
+        ["bench", "--bundle", B, "--seqs", "32", "--out", "{setup}"],
+        "is a directory; pass a file path",
+    ),
+    (
+        "bench over its bundle's metadata",
+        None,
+        ["bench", "--bundle", B, "--seqs", "32", "--out", B + "/ladabert.json"],
+        "is inside the input",
     ),
     (
         "gate past the positions",

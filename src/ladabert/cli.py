@@ -166,8 +166,20 @@ def _add_measuring_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", default=None, help="write a markdown summary here (a PR comment)")
 
 
+class UsageError(Exception):
+    """A command line argparse cannot read; :func:`main` prints it and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as every other error is: the problem and where the options are listed
+    (argparse's own prints the whole usage first). Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message}; see {self.prog} --help")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ladabert",
         description="LadaBERT: compress a fine-tuned BERT by hybrid SVD + pruning with iterative distillation, "
         "and export it to fast ONNX.",
@@ -245,9 +257,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ladabert.bench.latency import benchmark
-    from ladabert.utils import run_environment, write_json_atomic
+    from ladabert.utils import check_output_file, run_environment, write_json_atomic
 
     cfg = BenchConfig.preset("quick" if args.quick else "default", **config_overrides(args, BenchConfig))
+    check_output_file(args.out, list(cfg.bundles))  # before minutes of timing, not after
     res = benchmark(cfg)
     write_json_atomic(args.out, {**res, **run_environment()})
     print(
@@ -301,15 +314,14 @@ def _speedup_line(b: dict, where: str) -> str:
 def cmd_gate(args: argparse.Namespace) -> int:
     from ladabert.bench import gate_report
     from ladabert.bench.gate import gate
-    from ladabert.utils import check_not_input, check_writable_dir, write_json_atomic, write_text_atomic
+    from ladabert.utils import check_output_file, write_json_atomic, write_text_atomic
 
     cfg = GateConfig.preset("default", **config_overrides(args, GateConfig))
     outputs = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown}
     outputs["--save-baseline"] = cfg.save_baseline
     for flag, path in outputs.items():
         if path:  # before minutes of timing, not after
-            check_writable_dir(path, flag)
-            check_not_input(path, [cfg.reference, cfg.baseline, *cfg.candidates], flag)
+            check_output_file(path, [cfg.reference, cfg.baseline, *cfg.candidates], flag)
     res = gate(cfg)
     if cfg.save_baseline:
         print(f"baseline of {cfg.reference} ({res['rounds']} rounds) -> {Path(cfg.save_baseline).absolute()}")
@@ -583,7 +595,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.out)
     teacher_dir = run_dir / "teacher"
-    cfg = _finetune_config(args)
+    # Every step's settings are checked before the first one trains.
+    cfg, ccfg, ecfg = _finetune_config(args), _compress_config(args), _export_config(args)
     m = _reuse(teacher_dir, "metrics.json", "config", cfg)
     if m is not None:
         print(f"[1/4] teacher: reusing {teacher_dir} ({m['metric']} {m['value']:.4f})")
@@ -596,7 +609,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     from ladabert.pipeline.compress import compress
 
-    ccfg = _compress_config(args)
     student_dir = run_dir / f"student-{ccfg.ratio:g}x"
     sm = _reuse(student_dir, "metrics.json", "config", ccfg)
     if sm is not None:
@@ -611,7 +623,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ladabert.export.runner import OnnxClassifier
 
     bundle = run_dir / f"student-{ccfg.ratio:g}x-onnx"
-    ecfg = _export_config(args)
     bm = _reuse(bundle, "ladabert.json", "export_config", ecfg)
     if bm is not None:
         print(f"[3/4] export: reusing {bundle}")
@@ -622,9 +633,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             bm = export_bundle(student_dir, bundle, ecfg, data_dir=args.data_dir)
         except ExportValidationError as exc:
-            if "int8" not in str(exc) or "int8" not in ecfg.precisions:
+            served_int8 = (sm.get("latency_search") or {}).get("backend") == "ort-int8"
+            if "int8" not in str(exc) or "int8" not in ecfg.precisions or served_int8:
                 raise
-            # The end-to-end run keeps going with the fp32 model; `ladabert export` alone stays strict.
+            # The end-to-end run keeps going with the fp32 model, unless its latency budget is on the
+            # int8 file; `ladabert export` alone stays strict.
             print(f"      {exc}\n      -> exporting fp32 only")
             ecfg.precisions = ("fp32",)
             bm = export_bundle(student_dir, bundle, ecfg, data_dir=args.data_dir)
@@ -653,16 +666,32 @@ def _first_examples(student_dir: Path, data_dir: str | None) -> tuple[list[str],
     return [t[0] for t in dev.texts], ([t[1] for t in dev.texts] if len(dev.texts[0]) > 1 else None)
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    args, extra = build_parser().parse_known_args(argv)
+    if args.command == "predict":
+        # Texts after an option (`predict BUNDLE --threads 2 "a text"`): argparse has closed the
+        # positional list by then, and parse_intermixed_args does not take subcommands.
+        texts = [a for a in extra if a == "-" or not a.startswith("-")]
+        args.texts, extra = [*args.texts, *texts], [a for a in extra if a not in texts]
+    if extra:
+        prog = f"ladabert {args.command}" if args.command else "ladabert"
+        raise UsageError(f"{prog}: error: unrecognized arguments: {' '.join(extra)}; see {prog} --help")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.version:
         from ladabert import __version__
 
         print(f"ladabert {__version__}")
         return 0
     if args.command is None:
-        parser.print_help()
+        build_parser().print_help()
         return 2
     from ladabert.errors import LadaBertError
 

@@ -52,7 +52,10 @@ def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002
 def check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
     """Raise ``ValueError`` naming ``name`` and the allowed range unless ``lo <= value <= hi``.
 
-    NaN fails every range (every comparison with it is false)."""
+    NaN fails every range (every comparison with it is false); infinity is refused as no setting's value
+    (an infinite budget or ratio would silently mean "no limit")."""
+    if isinstance(value, float) and math.isinf(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     ok = isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
     ok = ok and value >= lo and not (lo_open and value == lo) and (hi is None or value <= hi)
     if not ok:

@@ -89,6 +89,15 @@ def check_not_input(out: str | os.PathLike, inputs: list[Any], what: str = "--ou
             )
 
 
+def check_output_file(out: str | os.PathLike, inputs: list[Any], what: str = "--out") -> None:
+    """Before any work: a file output can be written (its directory is writable, it is not a directory)
+    and is none of the inputs."""
+    path = check_writable_dir(out, what)
+    if path.is_dir():
+        raise LadaBertError(f"{what} {path} is a directory; pass a file path, e.g. {path / 'results.json'}")
+    check_not_input(path, inputs, what)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(
     out: str | os.PathLike, overwrite: bool = False, inputs: list[Any] = ()

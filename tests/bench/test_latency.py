@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ladabert.bench.latency import BASE, Runner, add_speedups, best_backends, measure, teacher_bundle
@@ -138,3 +140,46 @@ def test_openvino_int8_runner_beside_runners_not_compiled_yet(tmp_path):
     ref = ort.InferenceSession(str(student["fp32"]), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert np.abs(np.asarray(int8(feeds)) - ref).max() < 0.1  # int8 weights and activations, bf16 rest
     assert all(np.asarray(r(feeds)).shape == (2, 2) for r in waiting)
+
+
+def test_a_bundle_with_a_small_vocabulary_is_timed_beside_bert_base(
+    tmp_path, tiny_teacher, synthetic_glue, monkeypatch
+):
+    """Every model reads the same ids, drawn below the smallest vocabulary: ids of BERT-base's 30,522
+    are out of range for a bundle of another tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ladabert.bench import latency
+    from ladabert.config import BenchConfig
+    from ladabert.export.bundle import ExportConfig, export_bundle
+
+    bundle = tmp_path / "bundle"
+    export_bundle(
+        tiny_teacher, bundle, ExportConfig(max_length=32, precisions=("fp32",)), data_dir=synthetic_glue
+    )
+    vocab = json.loads((bundle / "config.json").read_text())["vocab_size"]
+    torch.manual_seed(0)
+    # BERT-base's vocabulary on a model small enough to export in a second.
+    small = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    monkeypatch.setattr(
+        latency,
+        "bert_base_students",
+        lambda *a, **k: {BASE: (1.0, BertForSequenceClassification(small).eval())},
+    )
+    seen = []
+    real = latency.random_feeds
+    monkeypatch.setattr(latency, "random_feeds", lambda b, s, v, **k: seen.append(v) or real(b, s, v, **k))
+    cfg = BenchConfig(
+        ratios=(2.0,),
+        backends=("ort-fp32",),
+        batches=(1,),
+        seqs=(16,),
+        rounds=3,
+        narrow=False,
+        bundles=(str(bundle),),
+    )
+    res = latency.benchmark(cfg, progress=False)
+    assert {r["model"] for r in res["rows"]} == {BASE, "bundle"}
+    assert vocab < small.vocab_size and seen[-1] == vocab
+    assert all(r["median_ms"] > 0 for r in res["rows"])

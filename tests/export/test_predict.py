@@ -45,6 +45,10 @@ def test_texts_file_jsonl_and_stdin_give_the_same_answers(bundle, tmp_path, caps
     assert main(["predict", str(bundle), "--input", str(plain), "--batch-size", "3"]) == 0
     assert _lines(capsys) == from_args  # batching does not change an answer
 
+    # Texts on either side of the options, in the order given.
+    assert main(["predict", str(bundle), TEXTS[0], "--threads", "1", *TEXTS[1:]]) == 0
+    assert _lines(capsys) == from_args
+
     monkeypatch.setattr(sys, "stdin", io.StringIO("\r\n".join(TEXTS) + "\r\n"))
     assert main(["predict", str(bundle), "-", "--batch-size", "1"]) == 0
     assert _lines(capsys) == from_args

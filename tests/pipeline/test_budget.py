@@ -160,6 +160,14 @@ def test_distillation_loss_reads_the_mapped_teacher_layers():
         DistillLoss(logits=0.0, hidden=1.0)(student, teacher, None, None)
 
 
+def _speedup_in_reach(teacher_ms: float, low: float) -> float:
+    """A speedup target that the smallest student meets with room to spare: half way, in speed, between
+    the teacher and its fastest student, and no more than 1.15. Graphs of a tenth of a millisecond read
+    up to half as fast again from one timing to the next, so a target near the smallest student's reading
+    may be out of reach by the time compress times it."""
+    return max(1.02, min(1.15, (1 + 0.9 * teacher_ms / low) / 2))
+
+
 def _timer(teacher_dir, cfg, workdir):
     from ladabert.pipeline.student import load_classifier
 
@@ -450,8 +458,7 @@ def test_compress_to_a_speedup_times_each_pick_beside_the_teacher(
     probe = _timer(tiny_teacher, budget_cfg(**target, latency_speedup=2.0), tmp_path)
     teacher_ms = probe.reference()["ms"]
     low = min(probe(c) for c in B.smallest(probe.teacher, budget_cfg()))
-    # Half way, in speed, between the teacher and its fastest student, so that the target is in reach.
-    speedup = max(1.05, (1 + 0.9 * teacher_ms / low) / 2)
+    speedup = _speedup_in_reach(teacher_ms, low)
     # Which backend each graph is timed on: the teacher's shape ("reference") on the reference backend.
     runs = _graphs_timed(monkeypatch)
     out = tmp_path / "student"
@@ -542,8 +549,7 @@ def test_the_fastest_backend_is_searched_on_each_and_the_student_served_on_the_b
     probe = _timer(tiny_teacher, budget_cfg(**target, latency_speedup=2.0), tmp_path)
     teacher_ms = probe.reference()["ms"]
     low = min(probe.on(b)(c) for b in B.installed_backends() for c in B.smallest(probe.teacher, budget_cfg()))
-    # Half way, in speed, between the teacher on its faster backend and the fastest student on either.
-    speedup = max(1.02, (1 + 0.9 * teacher_ms / low) / 2)
+    speedup = _speedup_in_reach(teacher_ms, low)
     runs = _graphs_timed(monkeypatch)
     out = tmp_path / "student"
     cfg = budget_cfg(**target, latency_speedup=speedup)
@@ -573,9 +579,10 @@ def test_the_fastest_backend_is_searched_on_each_and_the_student_served_on_the_b
     section = json.loads((out / "config.json").read_text())["ladabert"]["latency_budget"]
     assert section["backend"] == s["backend"] and section["reference_backend"] == s["reference_backend"]
     runs.clear()
-    meta = export_bundle(
-        out, tmp_path / "bundle", ExportConfig(precisions=("fp32",)), data_dir=synthetic_glue
-    )
+    # The int8 file where the student is served from it.
+    precisions = ("fp32", "int8") if s["backend"] == "ort-int8" else ("fp32",)
+    export = ExportConfig(precisions=precisions, int8_max_drop=1.0)
+    meta = export_bundle(out, tmp_path / "bundle", export, data_dir=synthetic_glue)
     b = meta["latency_budget"]
     assert runs == [("reference", s["reference_backend"])] and b["backend"] == s["backend"]
     assert b["within_budget"] == (b["bundle_speedup"] >= speedup)

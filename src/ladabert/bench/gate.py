@@ -389,10 +389,11 @@ def gate(config: GateConfig, progress: bool = True) -> dict[str, Any]:
         LadaBertError: a model that cannot be found or loaded, a backend it lacks, or a stored baseline
             from another machine (one line, with the fix).
     """
-    from ladabert.utils import check_writable_dir, run_environment
+    from ladabert.utils import check_output_file, run_environment
 
     if config.save_baseline:
-        check_writable_dir(config.save_baseline, "--save-baseline")
+        inputs = [config.reference, config.baseline, *config.candidates]
+        check_output_file(config.save_baseline, inputs, "--save-baseline")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ladabert-gate-") as tmp:
         timers, checks, vocab = _build_timers(config, Path(tmp))

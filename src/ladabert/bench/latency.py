@@ -15,6 +15,7 @@ compiled for each measured (batch, sequence) shape by default (``openvino_static
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import tempfile
 import time
@@ -125,8 +126,6 @@ def random_feeds(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, n
 def check_seqs_fit(seqs: Any, config_file: Path | None, name: str) -> int | None:
     """A model's position embeddings, read from its ``config.json`` (None: not known); refuses sequence
     lengths beyond them before anything is exported or timed (no graph runs past its positions)."""
-    import json
-
     from ladabert.utils import check_length
 
     try:
@@ -260,17 +259,27 @@ def model_runners(
     return runners
 
 
+def bundle_config(bundle: Path) -> dict[str, Any]:
+    """A bundle's config.json (its vocabulary and positions size the random inputs)."""
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+        config["vocab_size"] = int(config["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LadaBertError(
+            f"{bundle}/config.json cannot be read ({type(exc).__name__}: {exc}); export the bundle again"
+        ) from exc
+    return config
+
+
 def bundle_runners(
     bundle: Path, backends: list[str], threads: int, openvino_static: bool = True
 ) -> list[Runner]:
     """Backends of an exported bundle: its fp32 and int8 ONNX files on ONNX Runtime and OpenVINO."""
-    import json
-
     meta = json.loads((bundle / "ladabert.json").read_text())
     name = f"{bundle.name}"
     ratio = float(meta.get("ratio") or 1.0)
     files = meta["files"]
-    config = json.loads((bundle / "config.json").read_text())
+    config = bundle_config(bundle)
     paths = {p: bundle / f for p, f in files.items() if p in ("fp32", "int8")}
     calib = calibration_feeds(config["vocab_size"], config.get("max_position_embeddings"))
     return [
@@ -454,7 +463,10 @@ def benchmark(config: BenchConfig | None = None, progress: bool = True) -> dict[
     torch.set_num_threads(cfg.threads)
     backends = [b for b in cfg.backends if openvino_available() or not b.startswith("openvino")]
     models = bert_base_students(list(cfg.ratios), cfg.pattern, cfg.hybrid, cfg.narrow_keep)
-    vocab = models[BASE][1].config.vocab_size
+    # Every model reads the same input ids, drawn below the smallest vocabulary among them.
+    vocab = min(
+        [models[BASE][1].config.vocab_size] + [bundle_config(Path(b))["vocab_size"] for b in cfg.bundles]
+    )
     runners: list[Runner] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (ratio, model) in models.items():

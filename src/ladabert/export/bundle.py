@@ -129,6 +129,21 @@ def _latency(tmp: Path, files: dict[str, str], max_length: int, threads: int = 2
     return rows
 
 
+def _check_budget_precisions(budget: dict[str, Any] | None, cfg: ExportConfig, path: Path) -> None:
+    """Refuse, before anything is written, precisions that leave out the file the student's latency
+    budget is served from (ort-int8 runs the int8 file): the budget could not be checked."""
+    from ladabert.export.runtime import backend_parts
+
+    if not budget:
+        return
+    precision = backend_parts(budget["backend"])[0]
+    if precision not in cfg.precisions:
+        raise LadaBertError(
+            f"{path}'s latency budget is served on {budget['backend']}, which runs the {precision} ONNX file; "
+            f"pass --precisions {' '.join(sorted({*cfg.precisions, precision}, key=PRECISIONS.index))}"
+        )
+
+
 def _budget_check(
     tmp: Path, files: dict[str, str], budget: dict[str, Any] | None, vocab: int, positions: int
 ) -> dict[str, Any] | None:
@@ -350,6 +365,8 @@ def export_bundle(
     path, mcfg, task, dev = _load_source(model_dir, cfg, data_dir)
     max_length = cfg.max_length or trained_length(path, mcfg)
     check_max_length(max_length, mcfg, path)
+    section = getattr(mcfg, "ladabert", None) or {}
+    _check_budget_precisions(section.get("latency_budget"), cfg, path)
     model = load_classifier(path).eval().float()
     t_start = time.perf_counter()
     final = Path(out).expanduser().absolute()
@@ -390,7 +407,6 @@ def export_bundle(
             files["fp16"] = FILES["fp16"]
         openvino_file = _openvino_ir(tmp)
         latency = _latency(tmp, files, max_length)
-        section = getattr(mcfg, "ladabert", None) or {}
         budget = _budget_check(
             tmp, files, section.get("latency_budget"), mcfg.vocab_size, mcfg.max_position_embeddings
         )
