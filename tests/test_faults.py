@@ -547,6 +547,12 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
         "--seqs 128 exceeds",
     ),
     (
+        "eval a bundle past its positions",
+        None,
+        ["eval", B, "--max-length", "100", "--data-dir", G],
+        "bundle's 64 position embeddings; pass --max-length 64 or less",
+    ),
+    (
         "infinite latency budget",
         None,
         ["compress", "--teacher", T, "--latency-budget", "inf", "--out", "{out}"],

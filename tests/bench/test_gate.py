@@ -234,6 +234,11 @@ def test_a_stored_baseline_is_used_on_its_machine_and_refused_elsewhere(tiny_bun
         (["--candidate", "x"], "exactly one of reference"),
         (["--reference", "no/such/bundle", "--candidate", "x"], "no/such/bundle does not exist"),
         (["--reference", "studnet-5x", "--candidate", "x"], "studnet-5x does not exist"),
+        (
+            ["--reference", "bert-base", "--candidate", "student-0.5x"],
+            "student-0.5x: a student's ratio is above 1",
+        ),
+        (["--baseline", "no/such.json", "--candidate", "bert-base"], "baseline no/such.json does not exist"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args, match, capsys):

@@ -114,6 +114,17 @@ def _torch_model_files(spec: str, workdir: Path, name: str, int8: bool) -> tuple
     return export_graphs(model, workdir, name, int8=int8), model.config.vocab_size
 
 
+def _check_spec(spec: str) -> None:
+    """Refuse a model name that names nothing, before any model is built (BERT-base takes a while)."""
+    zoo = _ZOO.match(spec)
+    if Path(spec).exists():
+        return
+    if not zoo:
+        raise LadaBertError(f"{spec} does not exist; name {SPEC_HELP}")
+    if zoo.group(3) is not None and float(zoo.group(3)) <= 1:
+        raise LadaBertError(f"{spec}: a student's ratio is above 1; name e.g. {zoo.group(2)}-10x")
+
+
 def _config_file(spec: str) -> Path | None:
     """The config.json that describes the model ``spec`` names, when it is a path."""
     path = Path(spec)
@@ -169,6 +180,10 @@ def _shape_key(backend: str, shape: tuple[int, int]) -> str:
 def load_baseline(cfg: GateConfig) -> dict[str, Any]:
     """The stored baseline of ``cfg.baseline``, refused in one line unless this machine matches it."""
     path = Path(cfg.baseline or "")
+    if not path.is_file():
+        raise LadaBertError(
+            f"baseline {path} does not exist; write one with ladabert gate --reference MODEL --save-baseline {path}"
+        )
     try:
         data = json.loads(path.read_text())
         if data.get("kind") != BASELINE_KIND:
@@ -221,6 +236,8 @@ def _build_timers(cfg: GateConfig, workdir: Path) -> tuple[list[Timer], list[Che
     stored = load_baseline(cfg) if cfg.baseline else None
     if stored is None:
         roles.insert(0, ("reference", cfg.reference or ""))
+    for _, spec in roles:
+        _check_spec(spec)
     # Every model's position embeddings, from its config.json, before any model is built or exported.
     positions = {spec: check_seqs_fit(cfg.seqs, _config_file(spec), spec) for _, spec in roles}
     built, vocabs, timers = {}, [], []

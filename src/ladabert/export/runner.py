@@ -22,6 +22,7 @@ import numpy as np
 
 from ladabert.errors import LadaBertError
 from ladabert.export.runtime import backend_parts, openvino_runner, ort_runner
+from ladabert.utils import check_length
 
 RUNTIMES = ("onnxruntime", "openvino")
 
@@ -131,6 +132,8 @@ def open_bundle(
         raise LadaBertError(
             f"{bundle / 'config.json'} has an invalid id2label; export the bundle again"
         ) from None
+    if max_length is not None:
+        check_length(max_length, config.get("max_position_embeddings"), str(bundle))
     tokenizer = load_tokenizer(bundle, max_length or meta.get("max_length", 128))
     return BundleFiles(bundle, meta, path, labels, tokenizer)
 

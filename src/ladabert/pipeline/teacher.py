@@ -136,7 +136,7 @@ def trained_length(path: str, model_config: Any, fallback: int = 128) -> int:
 
 
 def check_max_length(max_length: int, config: Any, model: str) -> None:
-    check_length(max_length, getattr(config, "max_position_embeddings", None), repr(model))
+    check_length(max_length, getattr(config, "max_position_embeddings", None), str(model))
 
 
 def finetune_preset(name: str, **overrides: Any) -> FinetuneConfig:
