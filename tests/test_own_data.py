@@ -67,3 +67,29 @@ def test_csv_with_bom_and_string_labels_end_to_end(tmp_path, tiny_bert_dir, caps
     err = capsys.readouterr().err
     assert "c.csv:3: label 'neutral' does not occur in the model's labels (labels: neg, pos)" in err
     assert not (tmp_path / "b2").exists()
+
+
+def test_a_fine_tuned_model_moves_to_a_task_of_another_label_count(tmp_path, tiny_teacher, capsys):
+    """The encoder carries over; the classifier head is new, sized for the new task's labels."""
+    import torch
+    from safetensors.torch import load_file
+
+    rows = ["text,label"] + [
+        f"{s},{'mixed' if i % 3 == 2 else ('pos' if y else 'neg')}"
+        for i, (s, y) in enumerate(synthetic_sentences(90, 3))
+    ]
+    (tmp_path / "three.csv").write_text("\n".join(rows) + "\n")
+    data = ["--train-file", str(tmp_path / "three.csv"), "--validation-file", str(tmp_path / "three.csv")]
+    out = tmp_path / "t3"
+    # A vanishing learning rate: the encoder's weights come out as they went in.
+    rc = main(
+        ["finetune", "--model", str(tiny_teacher), *data, "--max-length", "32", "--max-steps", "2"]
+        + ["--lr", "1e-12", "--eval-steps", "0", "--out", str(out)]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert "has a 2-label head; the 3-label task gets a new one" in capsys.readouterr().out
+    assert len(json.loads((out / "config.json").read_text())["id2label"]) == 3
+    old, new = load_file(tiny_teacher / "model.safetensors"), load_file(out / "model.safetensors")
+    assert new["classifier.weight"].shape[0] == 3 and old["classifier.weight"].shape[0] == 2
+    emb = "bert.embeddings.word_embeddings.weight"
+    assert torch.allclose(old[emb], new[emb], atol=1e-9)

@@ -200,7 +200,16 @@ def finetune(
         tokenizer = load_tokenizer_from(model_path)
         tokenizer.model_max_length = config.max_length  # what the model was trained and is scored at
         set_labels(model_config, task, DataFiles.from_config(config))
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, config=model_config)
+        # A model fine-tuned on a task of another label count gets a new classifier head, as transfer from
+        # one task to another wants; the encoder's shapes are those its own config names.
+        head = load_bert_config(model_path).num_labels
+        if head != task.num_labels:
+            print(
+                f"note: {model_path} has a {head}-label head; the {task.num_labels}-label task gets a new one"
+            )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_path, config=model_config, ignore_mismatched_sizes=head != task.num_labels
+        )
 
         def make_trainer(**kw: Any) -> Any:
             return Trainer(
