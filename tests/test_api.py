@@ -61,3 +61,17 @@ def test_the_readme_python_example_runs_as_written(tmp_path, tiny_teacher, synth
     assert type(student).__name__ == "LadaBertForSequenceClassification"
     assert abs(metrics["ratio"] - 5.0) < 0.05 and metrics["value"] > 0.6  # the synthetic task is learnable
     assert (tmp_path / "runs" / "api" / "student-5x-onnx" / "model_quantized.onnx").is_file()
+
+
+def test_settings_of_the_wrong_type_or_infinite_are_refused_by_name():
+    import pytest
+
+    from ladabert import CompressConfig, ExportConfig
+
+    with pytest.raises(ValueError, match=r"ratio must be a number, got '5' \(str\)"):
+        CompressConfig(ratio="5")
+    with pytest.raises(ValueError, match="latency_budget must be a finite number, got inf"):
+        CompressConfig(latency_budget=float("inf"))
+    with pytest.raises(ValueError, match=r"align must be a number, got True \(bool\)"):
+        ExportConfig(align=True)
+    assert CompressConfig(ratio=5).ratio == 5

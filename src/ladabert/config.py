@@ -56,6 +56,8 @@ def check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_op
     (an infinite budget or ratio would silently mean "no limit")."""
     if isinstance(value, float) and math.isinf(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     ok = isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
     ok = ok and value >= lo and not (lo_open and value == lo) and (hi is None or value <= hi)
     if not ok:
