@@ -58,7 +58,7 @@ def check_range(name: str, value: Any, lo: float, hi: float | None = None, lo_op
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    ok = isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
+    ok = not (isinstance(value, float) and math.isnan(value))
     ok = ok and value >= lo and not (lo_open and value == lo) and (hi is None or value <= hi)
     if not ok:
         rng = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")

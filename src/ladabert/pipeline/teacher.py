@@ -202,13 +202,15 @@ def finetune(
         set_labels(model_config, task, DataFiles.from_config(config))
         # A model fine-tuned on a task of another label count gets a new classifier head, as transfer from
         # one task to another wants; the encoder's shapes are those its own config names.
-        head = load_bert_config(model_path).num_labels
-        if head != task.num_labels:
+        source = load_bert_config(model_path)
+        new_head = source.num_labels != task.num_labels
+        if new_head and any(a.endswith("ForSequenceClassification") for a in source.architectures or ()):
             print(
-                f"note: {model_path} has a {head}-label head; the {task.num_labels}-label task gets a new one"
+                f"note: {model_path} has a {source.num_labels}-label head; the {task.num_labels}-label task "
+                "gets a new one"
             )
         model = AutoModelForSequenceClassification.from_pretrained(
-            model_path, config=model_config, ignore_mismatched_sizes=head != task.num_labels
+            model_path, config=model_config, ignore_mismatched_sizes=new_head
         )
 
         def make_trainer(**kw: Any) -> Any:
