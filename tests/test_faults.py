@@ -486,6 +486,12 @@ CASES: list[tuple[str, Callable | None, list[str], str]] = [
     ("predict text not UTF-8", None, ["predict", B, "caf\udce9"], "input 1 is not valid UTF-8"),
     ("negative threads", None, ["predict", B, "good", "--threads", "-1"], "threads must be >= 1"),
     ("empty text", None, ["predict", B, ""], "input 1 is empty"),
+    (
+        "texts after --pair",
+        None,
+        ["predict", B, "--pair", "a", "good"],
+        "only 2 --pair segment(s); put the texts before --pair",
+    ),
     ("precision not exported", None, ["predict", B, "good", "--precision", "fp16"], "has no fp16 model"),
     ("not a bundle", None, ["predict", T, "good"], "has no ladabert.json"),
     # run and resume

@@ -410,6 +410,10 @@ def _predict_inputs(args: argparse.Namespace) -> Any:
     source = args.input if args.input is not None else ("-" if args.texts == ["-"] else None)
     if source is None:
         if not args.texts:
+            if args.pair:  # --pair takes every value after it, texts meant for the model included
+                raise LadaBertError(
+                    f"no text given, only {len(args.pair)} --pair segment(s); put the texts before --pair"
+                )
             raise LadaBertError("no text given; pass texts, --input FILE, or - to read stdin")
         if args.pair is not None and len(args.pair) != len(args.texts):
             raise LadaBertError(
