@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ladabert.bench import stats
-from ladabert.bench.latency import calibration_feeds, check_seqs_fit, onnx_runner, random_feeds
+from ladabert.bench.latency import bundle_config, calibration_feeds, check_seqs_fit, onnx_runner, random_feeds
 from ladabert.config import GateConfig
 from ladabert.errors import LadaBertError
 from ladabert.export.runtime import nncf_int8, openvino_runner
@@ -89,6 +89,7 @@ def _torch_model_files(spec: str, workdir: Path, name: str, int8: bool) -> tuple
         ) from None
     from ladabert.bench.latency import NARROW_DEFAULT, bert_base_students, export_graphs
 
+    _check_spec(spec)  # a path that exists, else a zoo name
     path, zoo = Path(spec), _ZOO.match(spec)
     torch.manual_seed(0)
     if path.is_dir():
@@ -101,24 +102,22 @@ def _torch_model_files(spec: str, workdir: Path, name: str, int8: bool) -> tuple
         except (OSError, ValueError) as exc:
             raise LadaBertError(f"{spec} is not a readable BERT config.json ({exc}); {SPEC_HELP}") from None
         model = BertForSequenceClassification(config).eval()
-    elif zoo and zoo.group(1) == "bert-base":
+    elif zoo.group(1) == "bert-base":
         model = bert_base_students([])["bert-base"][1]
-    elif zoo:
+    else:
         narrow = NARROW_DEFAULT if zoo.group(2) == "narrow" else None
         models = bert_base_students([float(zoo.group(3))], narrow=narrow)
         if spec not in models:
             raise LadaBertError(f"{spec}: removing the heads and FFN neurons alone exceeds that ratio")
         model = models[spec][1]
-    else:
-        raise LadaBertError(f"{spec} does not exist; name {SPEC_HELP}")
     return export_graphs(model, workdir, name, int8=int8), model.config.vocab_size
 
 
 def _check_spec(spec: str) -> None:
     """Refuse a model name that names nothing, before any model is built (BERT-base takes a while)."""
-    zoo = _ZOO.match(spec)
     if Path(spec).exists():
         return
+    zoo = _ZOO.match(spec)
     if not zoo:
         raise LadaBertError(f"{spec} does not exist; name {SPEC_HELP}")
     if zoo.group(3) is not None and float(zoo.group(3)) <= 1:
@@ -148,13 +147,7 @@ def model_files(spec: str, workdir: Path, name: str, int8: bool = True) -> tuple
             paths["int8"] = path / "model_quantized.onnx"
     else:
         return _torch_model_files(spec, workdir, name, int8)
-    try:
-        vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise LadaBertError(
-            f"{path} needs a config.json with vocab_size beside its ONNX file (the input ids are drawn below it)"
-        ) from None
-    return paths, vocab
+    return paths, bundle_config(path)["vocab_size"]
 
 
 def machine_fingerprint(threads: int) -> dict[str, Any]:

@@ -260,13 +260,15 @@ def model_runners(
 
 
 def bundle_config(bundle: Path) -> dict[str, Any]:
-    """A bundle's config.json (its vocabulary and positions size the random inputs)."""
+    """The config.json beside a bundle's (or any directory's) ONNX files: its vocabulary and positions
+    size the random inputs."""
     try:
         config = json.loads((bundle / "config.json").read_text())
         config["vocab_size"] = int(config["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LadaBertError(
-            f"{bundle}/config.json cannot be read ({type(exc).__name__}: {exc}); export the bundle again"
+            f"{bundle} needs a config.json with vocab_size beside its ONNX file, the input ids are drawn below "
+            f"it ({type(exc).__name__}: {exc}); export the model again"
         ) from exc
     return config
 
